@@ -1,0 +1,35 @@
+"""``PUT /1.0/config``: replace the agent's INI file and apply the options that may change live."""
+
+from __future__ import annotations
+
+import logging
+
+from amphora_agent import settings as cfg
+from amphora_agent.errors import InvalidInput
+from amphora_agent.settings import LiveSettings
+from amphora_agent.system import files
+
+LOG = logging.getLogger(__name__)
+
+
+class AgentConfig:
+    """Writes the file the agent was started with and swaps in the new mutable values."""
+
+    def __init__(self, live: LiveSettings) -> None:
+        self._live = live
+
+    def put(self, body: bytes) -> list[str]:
+        """Parse first (a bad file changes nothing), then write and apply; return ignored options."""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput("Invalid configuration file", str(exc)) from exc
+        current = self._live.current
+        new = cfg.parse_ini(text, current.config_file)
+        if current.config_file is not None:
+            files.atomic_write(current.config_file, body, files.PRIVATE)
+        applied, ignored = cfg.mutable_update(current, new)
+        for name in ignored:
+            LOG.info("option %s changed in the file; it takes effect after a restart", name)
+        self._live.replace(applied)
+        return ignored

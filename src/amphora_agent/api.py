@@ -1,0 +1,224 @@
+"""The only module that knows HTTP: route table, request -> typed args, result -> JSON, error -> status."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from amphora_agent import errors
+from amphora_agent.agentconfig import AgentConfig
+from amphora_agent.certificates import ServerCertificate, TenantCertificates
+from amphora_agent.info import API_VERSION, HostInfo
+from amphora_agent.loadbalancers import LoadBalancers
+
+LOG = logging.getLogger(__name__)
+
+MAX_CONFIG = 16 << 20  # haproxy.cfg
+MAX_PEM = 1 << 20
+MAX_AGENT_CONFIG = 1 << 20
+
+STATUS: list[tuple[type[errors.AgentError], int]] = [
+    (errors.TooLarge, 413),
+    (errors.InvalidInput, 400),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.Unavailable, 503),
+    (errors.CommandFailed, 500),
+]
+HTTP_TEXT = {
+    400: ("Bad Request", "The browser (or proxy) sent a request that this server could not understand."),
+    404: (
+        "Not Found",
+        "The requested URL was not found on the server. If you entered the URL "
+        "manually please check your spelling and try again.",
+    ),
+    405: ("Method Not Allowed", "The method is not allowed for the requested URL."),
+    500: (
+        "Internal Server Error",
+        "The server encountered an internal error and was unable to "
+        "complete your request. Either the server is overloaded or there is an error in the "
+        "application.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the routes call; built once by the composition root."""
+
+    lbs: LoadBalancers
+    certs: TenantCertificates
+    server_cert: ServerCertificate
+    agent_config: AgentConfig
+    info: HostInfo
+
+
+def ok(details: str | None = None, status: int = 202, etag: str | None = None) -> JSONResponse:
+    """The controller's success body: ``{"message": "OK"}`` plus optional ``details``."""
+    body = {"message": "OK"} if details is None else {"message": "OK", "details": details}
+    return JSONResponse(body, status, headers={"ETag": etag} if etag else None)
+
+
+def error_body(exc: errors.AgentError) -> dict[str, Any]:
+    """``message`` and (when known) ``details``, as the existing agent renders them."""
+    body: dict[str, Any] = {"message": exc.message}
+    if exc.details is not None:
+        body["details"] = exc.details
+    return body
+
+
+def status_of(exc: errors.AgentError) -> int:
+    """The one status of a domain error."""
+    return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+
+
+def http_error(status: int, detail: str | None = None) -> JSONResponse:
+    """A framework error (no route, wrong method, crash): JSON in both agents' shapes."""
+    name, text = HTTP_TEXT.get(status, ("Error", detail or ""))
+    text = detail or text
+    body = {"message": name, "details": text, "error": f"{status} {name}: {text}", "http_code": status}
+    return JSONResponse(body, status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it exceeds ``limit`` (nothing is written)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise errors.TooLarge("Request body too large", f"the limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.TooLarge("Request body too large", f"the limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def md5(data: bytes) -> str:
+    """The ETag the existing agent sends: a bare md5 hex digest."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def build_routes(svc: Services) -> list[Route]:
+    """The API 1.0 route table."""
+
+    async def version(request: Request) -> Response:
+        return JSONResponse({"api_version": API_VERSION})
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(svc.info.info))
+
+    async def details(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(svc.info.details))
+
+    async def put_haproxy(request: Request) -> Response:
+        body = await read_body(request, MAX_CONFIG)
+        p = request.path_params
+        await run_in_threadpool(svc.lbs.put_config, p["amphora_id"], p["lb_id"], body)
+        return ok(etag=md5(body))
+
+    async def get_haproxy(request: Request) -> Response:
+        data = await run_in_threadpool(svc.lbs.get_config, request.path_params["lb_id"])
+        return Response(data, 200, media_type="text/plain; charset=UTF-8", headers={"ETag": md5(data)})
+
+    async def lb_action(request: Request) -> Response:
+        p = request.path_params
+        details = await run_in_threadpool(svc.lbs.act, p["object_id"], p["action"])
+        return ok(details)
+
+    async def listeners(request: Request) -> Response:
+        rows = await run_in_threadpool(svc.lbs.listeners)
+        return JSONResponse([asdict(row) for row in rows])
+
+    async def delete_listener(request: Request) -> Response:
+        await run_in_threadpool(svc.lbs.delete, request.path_params["object_id"])
+        return ok(status=200)
+
+    async def put_cert(request: Request) -> Response:
+        body = await read_body(request, MAX_PEM)
+        p = request.path_params
+        await run_in_threadpool(svc.certs.put, p["lb_id"], p["filename"], body)
+        return ok(status=200, etag=md5(body))
+
+    async def get_cert(request: Request) -> Response:
+        p = request.path_params
+        digest = await run_in_threadpool(svc.certs.md5, p["lb_id"], p["filename"])
+        return JSONResponse({"md5sum": digest}, headers={"ETag": digest})
+
+    async def delete_cert(request: Request) -> Response:
+        p = request.path_params
+        await run_in_threadpool(svc.certs.delete, p["lb_id"], p["filename"])
+        return ok(status=200)
+
+    async def put_server_cert(request: Request) -> Response:
+        body = await read_body(request, MAX_PEM)
+        await run_in_threadpool(svc.server_cert.rotate, body)
+        return ok()
+
+    async def put_config(request: Request) -> Response:
+        body = await read_body(request, MAX_AGENT_CONFIG)
+        await run_in_threadpool(svc.agent_config.put, body)
+        return ok()
+
+    lb = "/1.0/loadbalancer"
+    return [
+        Route("/", version, methods=["GET"]),
+        Route("//", version, methods=["GET"]),
+        Route("/info", info, methods=["GET"]),
+        Route("/1.0/info", info, methods=["GET"]),
+        Route("/1.0/details", details, methods=["GET"]),
+        Route(lb + "/{lb_id}/certificates/{filename}", put_cert, methods=["PUT"]),
+        Route(lb + "/{lb_id}/certificates/{filename}", get_cert, methods=["GET"]),
+        Route(lb + "/{lb_id}/certificates/{filename}", delete_cert, methods=["DELETE"]),
+        Route(lb + "/{amphora_id}/{lb_id}/haproxy", put_haproxy, methods=["PUT"]),
+        Route(lb + "/{lb_id}/haproxy", get_haproxy, methods=["GET"]),
+        Route(lb + "/{object_id}/{action}", lb_action, methods=["PUT"]),
+        Route("/1.0/listeners", listeners, methods=["GET"]),
+        Route("/1.0/listeners/{object_id}", delete_listener, methods=["DELETE"]),
+        Route("/1.0/certificate", put_server_cert, methods=["PUT"]),
+        Route("/1.0/config", put_config, methods=["PUT"]),
+    ]
+
+
+async def on_agent_error(request: Request, exc: Exception) -> Response:
+    """Domain errors -> their status and the controller's JSON body."""
+    assert isinstance(exc, errors.AgentError)
+    status = status_of(exc)
+    log = LOG.warning if status < 500 else LOG.error
+    log("%s %s -> %d %s", request.method, request.url.path, status, exc)
+    return JSONResponse(error_body(exc), status)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    """Router errors (404, 405) as JSON: a non-JSON 404 makes the controller retry for minutes."""
+    assert isinstance(exc, HTTPException)
+    return http_error(exc.status_code)
+
+
+async def on_crash(request: Request, exc: Exception) -> Response:
+    """Anything unexpected: a JSON 500, and the traceback in the log."""
+    LOG.exception("%s %s failed", request.method, request.url.path)
+    return http_error(500)
+
+
+def create_app(svc: Services) -> Starlette:
+    """The ASGI app for the given services."""
+    app = Starlette(
+        routes=build_routes(svc),
+        exception_handlers={
+            errors.AgentError: on_agent_error,
+            HTTPException: on_http_error,
+            Exception: on_crash,
+        },
+    )
+    app.router.redirect_slashes = False
+    return app

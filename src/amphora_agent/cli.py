@@ -1,0 +1,140 @@
+"""Composition root: Settings -> adapters -> services -> app; then serve, supervise, stop on a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.config
+import logging.handlers
+import resource
+import socket
+import sys
+from pathlib import Path
+
+from amphora_agent import __version__, tls
+from amphora_agent import settings as cfg
+from amphora_agent.agentconfig import AgentConfig
+from amphora_agent.api import Services, create_app
+from amphora_agent.certificates import ServerCertificate, TenantCertificates
+from amphora_agent.errors import AgentError
+from amphora_agent.info import HostInfo
+from amphora_agent.layout import Layout
+from amphora_agent.loadbalancers import LoadBalancers, LockTable
+from amphora_agent.settings import LiveSettings, Settings
+from amphora_agent.supervisor import Supervisor
+from amphora_agent.system import netns
+
+LOG = logging.getLogger("amphora_agent")
+
+
+def configure_logging(settings: Settings) -> None:
+    """stderr logging at INFO (DEBUG with ``debug``), syslog or a logging file when configured."""
+    if settings.log_config_append and settings.log_config_append.is_file():
+        logging.config.fileConfig(settings.log_config_append, disable_existing_loggers=False)
+        return
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    if settings.use_syslog and Path("/dev/log").exists():
+        facility = settings.syslog_log_facility.lower().removeprefix("log_")
+        code = logging.handlers.SysLogHandler.facility_names.get(facility, 1 << 3)
+        root.addHandler(logging.handlers.SysLogHandler("/dev/log", code))
+
+
+def raise_fd_limit() -> None:
+    """Children (haproxy) inherit the soft open-file limit: raise it to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The API socket; ``::`` also accepts IPv4 (v6only off), as the existing agent's bind does."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.set_inheritable(False)
+    return sock
+
+
+async def serve(settings: Settings) -> None:
+    """Run the agent until SIGTERM or SIGINT."""
+    import uvicorn
+
+    live = LiveSettings(settings)
+    live.subscribe(lambda new: logging.getLogger().setLevel(logging.DEBUG if new.debug else logging.INFO))
+    layout = Layout.from_settings(settings)
+    raise_fd_limit()
+    netns.ensure(settings.network_namespace)
+    locks = LockTable()
+    lbs = LoadBalancers(live, layout, locks)
+    lbs.prepare()
+    context = tls.server_context(
+        settings.agent_server_cert, settings.agent_server_ca, settings.agent_tls_protocol
+    )
+    services = Services(
+        lbs=lbs,
+        certs=TenantCertificates(layout, locks),
+        server_cert=ServerCertificate(settings.agent_server_cert, context),
+        agent_config=AgentConfig(live),
+        info=HostInfo(live, lbs),
+    )
+    supervisor = Supervisor(lbs)
+    restarted = supervisor.check_once()  # reboot recovery before the first request
+    if restarted:
+        LOG.info("started %d load balancer(s) that should run", len(restarted))
+    sock = listen_socket(settings.bind_host, settings.bind_port)
+    config = uvicorn.Config(
+        create_app(services),
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=30,
+        server_header=False,
+        lifespan="off",
+    )
+    config.load()
+    config.ssl = context
+    server = uvicorn.Server(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.run(stop))
+    LOG.info("amphora-agent %s listening on [%s]:%d", __version__, settings.bind_host, settings.bind_port)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        stop.set()
+        await task
+        LOG.info("amphora-agent stopped; load balancers keep running")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``amphora-agent --config-file FILE``."""
+    parser = argparse.ArgumentParser(prog="amphora-agent", description=__doc__)
+    parser.add_argument(
+        "--config-file",
+        type=Path,
+        default=cfg.DEFAULT_CONFIG_FILE,
+        help="the agent's INI file (default %(default)s)",
+    )
+    parser.add_argument("--version", action="version", version=f"amphora-agent {__version__}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = cfg.load(args.config_file)
+    except AgentError as exc:
+        print(f"amphora-agent: {exc.message}: {exc.details}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    try:
+        asyncio.run(serve(settings))
+    except (AgentError, OSError) as exc:
+        LOG.error("cannot start: %s", exc)
+        return 1
+    return 0

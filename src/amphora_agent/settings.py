@@ -1,0 +1,239 @@
+"""The agent configuration: the existing agent's INI file parsed into a frozen, typed Settings.
+
+Same file, sections and option names as the Octavia amphora agent, so an operator's file and the
+file the controller pushes with ``PUT /1.0/config`` work unchanged.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amphora_agent.errors import InvalidInput
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_FILE = Path("/etc/octavia/amphora-agent.conf")
+TOPOLOGIES = ("SINGLE", "ACTIVE_STANDBY")
+TLS_VERSIONS = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _optional(text: str) -> str | None:
+    return text.strip() or None
+
+
+def _path(text: str) -> Path:
+    return Path(text.strip())
+
+
+def _str(text: str) -> str:
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One INI option: where it lives, how it parses, and whether PUT /1.0/config may change it live."""
+
+    group: str
+    name: str
+    parse: Callable[[str], Any]
+    mutable: bool = False
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option the agent reads, with the existing agent's defaults."""
+
+    # [amphora_agent]
+    agent_server_ca: Path = Path("/etc/octavia/certs/client_ca.pem")
+    agent_server_cert: Path = Path("/etc/octavia/certs/server.pem")
+    agent_server_network_dir: Path | None = None
+    agent_request_read_timeout: int = 180
+    agent_tls_protocol: str = "TLSv1.2"
+    amphora_id: str | None = None
+    administrative_log_facility: int = 1
+    user_log_facility: int = 0
+    network_namespace: str = "amphora-haproxy"
+    # [haproxy_amphora]
+    base_path: Path = Path("/var/lib/octavia")
+    base_cert_dir: Path = Path("/var/lib/octavia/certs")
+    bind_host: str = "::"
+    bind_port: int = 9443
+    haproxy_cmd: Path = Path("/usr/sbin/haproxy")
+    # [health_manager]
+    controller_ip_port_list: tuple[str, ...] = ()
+    heartbeat_interval: int = 10
+    heartbeat_key: str | None = None
+    # [controller_worker]
+    loadbalancer_topology: str = "SINGLE"
+    # [DEFAULT]
+    debug: bool = False
+    log_config_append: Path | None = None
+    use_syslog: bool = False
+    syslog_log_facility: str = "LOG_USER"
+    # where these settings came from (PUT /1.0/config writes back here)
+    config_file: Path | None = field(default=None, compare=False)
+
+
+OPTIONS: dict[tuple[str, str], tuple[str, Option]] = {}
+
+
+def _register(attr: str, option: Option) -> None:
+    OPTIONS[(option.group, option.name)] = (attr, option)
+
+
+for _attr, _group, _parse, _mutable, _help in (
+    ("agent_server_ca", "amphora_agent", _path, False, "CA that signs the controller's client certificates."),
+    ("agent_server_cert", "amphora_agent", _path, False, "Server certificate followed by its key."),
+    (
+        "agent_server_network_dir",
+        "amphora_agent",
+        lambda t: _path(t) if t.strip() else None,
+        False,
+        "Directory of the interface files (default /etc/octavia/interfaces/).",
+    ),
+    ("agent_request_read_timeout", "amphora_agent", int, False, "Seconds a request may take."),
+    (
+        "agent_tls_protocol",
+        "amphora_agent",
+        _choice(TLS_VERSIONS),
+        False,
+        "Lowest TLS version accepted (TLS 1.2 is always accepted).",
+    ),
+    ("amphora_id", "amphora_agent", _optional, False, "This amphora's UUID."),
+    ("administrative_log_facility", "amphora_agent", int, False, "Syslog facility for admin logs (0-7)."),
+    ("user_log_facility", "amphora_agent", int, False, "Syslog facility for tenant logs (0-7)."),
+    (
+        "network_namespace",
+        "amphora_agent",
+        _str,
+        False,
+        "Network namespace that holds haproxy and the tenant NICs (extension).",
+    ),
+    ("base_path", "haproxy_amphora", _path, False, "Where load balancer configs and sockets live."),
+    ("base_cert_dir", "haproxy_amphora", _path, False, "Where tenant TLS material lives."),
+    ("bind_host", "haproxy_amphora", _str, False, "Address the API listens on."),
+    ("bind_port", "haproxy_amphora", int, False, "Port the API listens on."),
+    ("haproxy_cmd", "haproxy_amphora", _path, False, "The haproxy binary."),
+    ("controller_ip_port_list", "health_manager", _list, True, "Health managers, ip:port, comma separated."),
+    ("heartbeat_interval", "health_manager", int, True, "Seconds between heartbeats."),
+    ("heartbeat_key", "health_manager", _optional, True, "HMAC key of the heartbeats."),
+    ("loadbalancer_topology", "controller_worker", _choice(TOPOLOGIES), True, "SINGLE or ACTIVE_STANDBY."),
+    ("debug", "DEFAULT", _bool, True, "Log at debug level."),
+    (
+        "log_config_append",
+        "DEFAULT",
+        lambda t: _path(t) if t.strip() else None,
+        True,
+        "A logging configuration file (fileConfig format).",
+    ),
+    ("use_syslog", "DEFAULT", _bool, False, "Also log to syslog."),
+    ("syslog_log_facility", "DEFAULT", _str, False, "Syslog facility of the agent's own log."),
+):
+    _register(_attr, Option(_group, _attr, _parse, _mutable, _help))
+
+
+def parse_ini(text: str, source: Path | None = None) -> Settings:
+    """Parse the agent INI text; unknown options are logged and ignored, bad values raise InvalidInput."""
+    parser = configparser.ConfigParser(
+        interpolation=None, strict=False, default_section="\0none", comment_prefixes=("#", ";")
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text, source=str(source or "<upload>"))
+    except configparser.Error as exc:
+        raise InvalidInput("Invalid configuration file", str(exc)) from exc
+    values: dict[str, Any] = {}
+    for section in parser.sections():
+        for name, raw in parser.items(section):
+            known = OPTIONS.get((section, name))
+            if known is None:
+                LOG.info("ignoring unknown option [%s] %s", section, name)
+                continue
+            attr, option = known
+            try:
+                values[attr] = option.parse(raw)
+            except ValueError as exc:
+                raise InvalidInput("Invalid configuration file", f"[{section}] {name}: {exc}") from exc
+    return Settings(**values, config_file=source)
+
+
+def load(path: Path) -> Settings:
+    """Read and parse the agent's config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput("Cannot read configuration file", f"{path}: {exc}") from exc
+    return parse_ini(text, path)
+
+
+def mutable_update(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
+    """Take only the mutable options from ``new``; return the result and the immutable ones that differ."""
+    changes: dict[str, Any] = {}
+    ignored: list[str] = []
+    for attr, option in OPTIONS.values():
+        before, after = getattr(old, attr), getattr(new, attr)
+        if before == after:
+            continue
+        if option.mutable:
+            changes[attr] = after
+        else:
+            ignored.append(f"[{option.group}] {option.name}")
+    return dataclasses.replace(old, **changes), ignored
+
+
+class LiveSettings:
+    """The settings in force now: replaced whole when PUT /1.0/config changes mutable options."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[Settings], None]] = []
+
+    @property
+    def current(self) -> Settings:
+        """The settings to use for this operation."""
+        return self._settings
+
+    def subscribe(self, listener: Callable[[Settings], None]) -> None:
+        """Call ``listener`` with the new settings after every change."""
+        self._listeners.append(listener)
+
+    def replace(self, settings: Settings) -> None:
+        """Swap in new settings and tell the subscribers."""
+        with self._lock:
+            self._settings = settings
+        for listener in self._listeners:
+            listener(settings)

@@ -1,0 +1,1 @@
+"""Adapters to the host: files, processes, namespaces and haproxy. Nothing here imports a service."""

@@ -1,0 +1,33 @@
+"""Validation at the edge: ids, file names and actions, checked before anything touches the disk."""
+
+from __future__ import annotations
+
+import re
+
+from amphora_agent.errors import InvalidInput
+
+_ID = re.compile(r"[0-9A-Fa-f][0-9A-Fa-f-]{0,63}")
+_PEM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,250}\.pem")
+ACTIONS = ("start", "stop", "reload")
+
+
+def object_id(value: str, kind: str = "object") -> str:
+    """A UUID-like id (hex and dashes, no leading dash): safe as a path segment and in argv."""
+    if not _ID.fullmatch(value):
+        raise InvalidInput("Invalid request", f"Invalid {kind} id: {value[:80]!r}")
+    return value
+
+
+def pem_name(value: str) -> str:
+    """A tenant PEM file name: ``[\\w.-]+\\.pem`` in ASCII, not starting with a dot or a dash."""
+    if not _PEM_NAME.fullmatch(value) or ".." in value:
+        raise InvalidInput("Filename has wrong format")
+    return value
+
+
+def action(value: str) -> str:
+    """One of start, stop, reload (case-insensitive, as the existing agent)."""
+    low = value.lower()
+    if low not in ACTIONS:
+        raise InvalidInput("Invalid Request", f"Unknown action: {low}")
+    return low
