@@ -1,0 +1,25 @@
+# The two commands of the README. Both install what they need first (scripts/bootstrap.sh).
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap test lint demo bench clean
+
+bootstrap:
+	./scripts/bootstrap.sh
+
+lint: bootstrap
+	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff format --check src tests bench
+	.venv/bin/mypy
+
+test: lint
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: bootstrap
+	$(PY) -m amphora_agent.demo
+
+bench: bootstrap
+	$(PY) -m bench
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

@@ -1,0 +1,60 @@
+"""The haproxy lifecycle through the API, with real haproxy serving real traffic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from amphora_agent import lab
+from tests.integration.helpers import (
+    SINGLE_HTTP_LB,
+    SINGLE_HTTP_VIP,
+    Load,
+    get,
+    render,
+    wire_single_http,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_upload_reload_serves_and_balances(
+    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+) -> None:
+    """A controller config uploaded and reloaded answers on the VIP, balanced over both members."""
+    wire_single_http(amphora, backends)
+    with amphora.client() as api:
+        amp_id = amphora.amphora_id
+        put = api.put(
+            f"/1.0/loadbalancer/{amp_id}/{SINGLE_HTTP_LB}/haproxy",
+            content=render(fixtures_dir, "single-http.cfg", amphora),
+        )
+        assert put.status_code == 202, put.text
+        assert api.get("/1.0/listeners").json()[0]["status"] == "STOPPED"
+        reload = api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/reload")
+        assert reload.status_code == 202
+        assert reload.json()["details"].endswith(f"haproxy daemon for {SINGLE_HTTP_LB} started")
+        assert api.get("/1.0/listeners").json() == [
+            {"status": "ACTIVE", "uuid": "922d8f42-59a5-4a50-b10d-9632277e363e", "type": "HTTP"}
+        ]
+        seen = {get(SINGLE_HTTP_VIP)[1] for _ in range(10)}
+        assert seen == {b"member-1", b"member-2"}
+
+
+def test_fifty_reloads_under_load_lose_nothing(
+    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+) -> None:
+    """50 reloads while clients open new connections: zero failed requests."""
+    wire_single_http(amphora, backends)
+    with amphora.client() as api:
+        api.put(
+            f"/1.0/loadbalancer/{amphora.amphora_id}/{SINGLE_HTTP_LB}/haproxy",
+            content=render(fixtures_dir, "single-http.cfg", amphora),
+        ).raise_for_status()
+        api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/reload").raise_for_status()
+        with Load(SINGLE_HTTP_VIP) as load:
+            for _ in range(50):
+                assert api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/reload").status_code == 202
+        assert load.failed == 0, load.errors[:5]
+        assert load.ok > 100
