@@ -109,7 +109,12 @@ def md5(data: bytes) -> str:
 
 
 def build_routes(svc: Services) -> list[Route]:
-    """The API 1.0 route table."""
+    """The API 1.0 route table: one list per area, in matching order."""
+    return core_routes(svc)
+
+
+def core_routes(svc: Services) -> list[Route]:
+    """Version discovery, info, haproxy load balancers, certificates and agent config."""
 
     async def version(request: Request) -> Response:
         return JSONResponse({"api_version": API_VERSION})
