@@ -311,9 +311,18 @@ class _DualStackServer(http.server.ThreadingHTTPServer):
 
 
 def backend_main(argv: list[str]) -> None:
-    """``python -m amphora_agent.lab ADDRESS PORT NAME``: a member server answering its NAME."""
-    address, port, name = argv
-    _DualStackServer((address, int(port)), name).serve_forever()
+    """``python -m amphora_agent.lab ADDRESS PORT NAME [PEM]``: a member answering its NAME.
+
+    With PEM (certificate + key) the member speaks HTTPS (ALPN http/1.1), for re-encrypting pools.
+    """
+    address, port, name = argv[:3]
+    server = _DualStackServer((address, int(port)), name)
+    if len(argv) > 3:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(argv[3])
+        ctx.set_alpn_protocols(["http/1.1"])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
 
 
 class Backends:
@@ -322,9 +331,13 @@ class Backends:
     def __init__(self) -> None:
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, address: str, port: int, name: str, netns: str | None = None) -> None:
+    def start(
+        self, address: str, port: int, name: str, netns: str | None = None, tls_pem: Path | None = None
+    ) -> None:
         """Start a member answering ``name`` on ``address:port`` and wait until it listens."""
         argv = [sys.executable, "-m", "amphora_agent.lab", address, str(port), name]
+        if tls_pem is not None:
+            argv.append(str(tls_pem))
         if netns:
             argv = ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
         self.processes.append(subprocess.Popen(argv, start_new_session=True))
