@@ -58,3 +58,24 @@ def test_fifty_reloads_under_load_lose_nothing(
                 assert api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/reload").status_code == 202
         assert load.failed == 0, load.errors[:5]
         assert load.ok > 100
+
+
+def test_reload_that_cannot_bind_fails_and_old_worker_keeps_serving(
+    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+) -> None:
+    """A config that passes ``haproxy -c`` but cannot bind: 500 on reload, the LB keeps serving."""
+    wire_single_http(amphora, backends)
+    good = render(fixtures_dir, "single-http.cfg", amphora)
+    url = f"/1.0/loadbalancer/{amphora.amphora_id}/{SINGLE_HTTP_LB}/haproxy"
+    with amphora.client() as api:
+        api.put(url, content=good).raise_for_status()
+        api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/reload").raise_for_status()
+        unbindable = good.replace(b"bind 198.51.100.10:80", b"bind 198.51.100.99:80")
+        assert api.put(url, content=unbindable).status_code == 202
+        failed = api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/reload")
+        assert failed.status_code == 500
+        assert failed.json()["message"] == "Error reloading haproxy"
+        assert get(SINGLE_HTTP_VIP)[0] == 200
+        api.put(url, content=good).raise_for_status()
+        assert api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/reload").status_code == 202
+        assert get(SINGLE_HTTP_VIP)[0] == 200

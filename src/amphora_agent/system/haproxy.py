@@ -61,7 +61,7 @@ class MasterState:
     master_pid: int
     reloads: int
     failed_reloads: int
-    workers: tuple[int, ...]
+    workers: tuple[int, ...]  # workers of the current generation (started by the last load)
 
 
 def check(instance: Instance, config: Path | None = None) -> str:
@@ -136,7 +136,8 @@ def parse_show_proc(text: str) -> MasterState | None:
             section = line
             continue
         fields = line.split()
-        if section == "# workers" and len(fields) > 1 and fields[1] == "worker":
+        # a worker's reload count is how many reloads it survived: 0 is the current generation
+        if section == "# workers" and len(fields) > 2 and fields[1:3] == ["worker", "0"]:
             workers.append(int(fields[0]))
     return MasterState(int(match[1]), int(match[2]), int(match[3] or 0), tuple(workers))
 
@@ -178,24 +179,25 @@ def start(instance: Instance) -> MasterState:
 
 
 def reload(instance: Instance, pid: int) -> MasterState:
-    """Reload with SIGUSR2 (listening sockets pass to the new worker) and confirm the new worker runs."""
+    """Reload with SIGUSR2 (listening sockets pass to the new worker) and confirm the new worker runs.
+
+    A master that cannot load the new config (e.g. a VIP not plugged yet) counts a failed reload and
+    keeps its old workers serving: that is reported as an error, never as success.
+    """
     before = master_state(instance)
     os.kill(pid, signal.SIGUSR2)
-    if before is None:  # no CLI to confirm with: give the re-exec a moment and trust the signal
-        time.sleep(0.2)
-        state = master_state(instance)
-        if state is None:
-            raise CommandFailed("Error reloading haproxy", "the master CLI does not answer")
-        return state
 
-    def done(state: MasterState) -> bool:
-        return state.reloads > before.reloads or state.failed_reloads > before.failed_reloads
+    def settled(state: MasterState) -> bool:
+        return before is None or state.reloads > before.reloads
 
-    after = _wait_for(instance, done, READY_TIMEOUT)
+    after = _wait_for(instance, settled, READY_TIMEOUT)
     if after is None:
         raise CommandFailed("Error reloading haproxy", "haproxy did not confirm the reload")
-    if after.failed_reloads > before.failed_reloads or not after.workers:
-        raise CommandFailed("Error reloading haproxy", "haproxy rejected the new configuration")
+    if (before is not None and after.failed_reloads > before.failed_reloads) or not after.workers:
+        raise CommandFailed(
+            "Error reloading haproxy",
+            "haproxy could not load the new configuration; the previous worker keeps serving",
+        )
     return after
 
 
