@@ -73,6 +73,14 @@ def kill_pid(pid: int, timeout: float = 3.0) -> None:
             return
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of ``pid`` (0 when it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
@@ -270,12 +278,24 @@ class Amphora:
                 pids.append(int(pid_file.read_text().split()[0]))
         return pids
 
+    def haproxy_processes(self) -> list[int]:
+        """Every live haproxy process (masters and workers) running a config under our base path."""
+        found = []
+        marker = str(self.base).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if b"haproxy" in cmdline.split(b"\0", 1)[0] and marker in cmdline and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+        return sorted(found)
+
     def destroy(self) -> None:
         """Stop the agent and every haproxy it started (by PID), delete links and namespaces."""
         self.stop_agent()
-        for pid in self.haproxy_pids():
-            if _alive(pid) and b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                kill_pid(pid)
+        for pid in self.haproxy_processes():
+            kill_pid(pid)
         for link in (self.mgmt_link, self.tenant.link if self.tenant else None):
             if link:
                 sh("ip", "link", "del", link, check=False)
@@ -308,6 +328,11 @@ class _DualStackServer(http.server.ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Backend)
         self.name_bytes = name.encode()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet for resets (haproxy's TCP health checks close with RST); print anything else."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def backend_main(argv: list[str]) -> None:
