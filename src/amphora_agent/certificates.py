@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import ssl
+import threading
 from pathlib import Path
 
 from amphora_agent import tls, validation
@@ -59,11 +60,13 @@ class ServerCertificate:
     def __init__(self, path: Path, context: ssl.SSLContext | None) -> None:
         self.path = path
         self.context = context
+        self._lock = threading.Lock()  # the context reads cert and key in two opens: no write between
 
     def rotate(self, body: bytes) -> None:
         """Validate (certificate + matching key), write atomically, present it on new handshakes."""
         tls.check_server_pem(body)
-        files.atomic_write(self.path, body, files.PRIVATE)
-        if self.context is not None:
-            self.context.load_cert_chain(str(self.path))
+        with self._lock:
+            files.atomic_write(self.path, body, files.PRIVATE)
+            if self.context is not None:
+                self.context.load_cert_chain(str(self.path))
         LOG.info("server certificate rotated")

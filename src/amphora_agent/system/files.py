@@ -9,12 +9,14 @@ import contextlib
 import errno
 import os
 import shutil
+import threading
 from pathlib import Path
 
 from amphora_agent.errors import DiskFull
 
 PRIVATE = 0o600  # keys, certificates, configs holding secrets
 PUBLIC = 0o644  # state other processes read
+GROUP_READ = 0o640  # agent state an admin group may read (heartbeat counters)
 EXECUTABLE = 0o755  # scripts the rendered configs call
 DIRECTORY = 0o755
 
@@ -36,7 +38,8 @@ def ensure_dir(path: Path, mode: int = DIRECTORY) -> Path:
 def atomic_write(path: Path, data: bytes, mode: int = PRIVATE) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder, fsync, rename, fsync folder."""
     ensure_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # one temp file per writer: two threads writing the same path must not share (and mix) one
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_native_id()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         try:
