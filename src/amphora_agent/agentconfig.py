@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from amphora_agent import settings as cfg
 from amphora_agent.errors import InvalidInput
@@ -17,6 +18,7 @@ class AgentConfig:
 
     def __init__(self, live: LiveSettings) -> None:
         self._live = live
+        self._lock = threading.Lock()  # the file written and the settings applied come from one upload
 
     def put(self, body: bytes) -> list[str]:
         """Parse first (a bad file changes nothing), then write and apply; return ignored options."""
@@ -24,12 +26,13 @@ class AgentConfig:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInput("Invalid configuration file", str(exc)) from exc
-        current = self._live.current
-        new = cfg.parse_ini(text, current.config_file)
-        if current.config_file is not None:
-            files.atomic_write(current.config_file, body, files.PRIVATE)
-        applied, ignored = cfg.mutable_update(current, new)
-        for name in ignored:
-            LOG.info("option %s changed in the file; it takes effect after a restart", name)
-        self._live.replace(applied)
+        with self._lock:
+            current = self._live.current
+            new = cfg.parse_ini(text, current.config_file)
+            if current.config_file is not None:
+                files.atomic_write(current.config_file, body, files.PRIVATE)
+            applied, ignored = cfg.mutable_update(current, new)
+            for name in ignored:
+                LOG.info("option %s changed in the file; it takes effect after a restart", name)
+            self._live.replace(applied)
         return ignored
