@@ -1,13 +1,15 @@
-"""Mutual TLS for the API, and the PEM checks for tenant certificates and the agent's own certificate."""
+"""Mutual TLS for the API, and PEM checks done by OpenSSL itself through the ssl module."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from amphora_agent.errors import InvalidInput
 
@@ -25,6 +27,7 @@ _KEY_KINDS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"ENCRYPTED
 NO_CERT = "No certificate found"
 NO_KEY = "No RSA key found"
 MISMATCH = "Certificate and key do not match"
+_NO_PASSWORD = b"\0never"
 
 
 def server_context(cert: Path, ca: Path, tls_floor: str = "TLSv1.2") -> ssl.SSLContext:
@@ -69,48 +72,54 @@ def split_pem(data: bytes) -> PemBundle:
     return bundle
 
 
-def _load_certificates(blocks: list[bytes]) -> list[Any]:
-    from cryptography import x509
-
-    loaded = []
-    for index, block in enumerate(blocks, 1):
-        try:
-            loaded.append(x509.load_pem_x509_certificate(block))
-        except ValueError as exc:
-            raise InvalidInput(NO_CERT, f"certificate {index} does not parse: {exc}") from exc
-    return loaded
-
-
-def _load_key(block: bytes) -> Any:
-    from cryptography.hazmat.primitives import serialization
-
-    if b"ENCRYPTED" in block.split(b"\n", 1)[0]:
-        raise InvalidInput(NO_KEY, "encrypted private keys are not supported")
+@contextlib.contextmanager
+def _in_memory_file(data: bytes) -> Iterator[str]:
+    """A path OpenSSL can open that holds ``data`` without it ever touching a disk (memfd)."""
+    fd = os.memfd_create("pem-check", os.MFD_CLOEXEC)
     try:
-        return serialization.load_pem_private_key(block, password=None)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(NO_KEY, f"the private key does not parse: {exc}") from exc
+        os.write(fd, data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
-def _public_der(key: Any) -> bytes:
-    from cryptography.hazmat.primitives import serialization
+def _check_certificates(blocks: list[bytes]) -> None:
+    for index, block in enumerate(blocks, 1):
+        if not block.startswith(b"-----BEGIN CERTIFICATE-----"):
+            continue  # TRUSTED CERTIFICATE: OpenSSL's own form, passed through
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=block.decode("ascii"))
+        except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
+            raise InvalidInput(NO_CERT, f"certificate {index} does not parse: {exc}") from exc
 
-    return bytes(
-        key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
 
-
-def _check_pair(bundle: PemBundle) -> None:
+def _check_pair(bundle: PemBundle, data: bytes) -> None:
+    """The private key (if any) must match the first certificate: OpenSSL's own check, no extra library."""
     if len(bundle.keys) > 1:
         raise InvalidInput(MISMATCH, "more than one private key")
-    certificates = _load_certificates(bundle.certificates)
+    _check_certificates(bundle.certificates)
     if not bundle.keys:
         return
-    key = _load_key(bundle.keys[0])
-    if not certificates:
+    if b"ENCRYPTED" in bundle.keys[0]:
+        raise InvalidInput(NO_KEY, "encrypted private keys are not supported")
+    if not bundle.certificates:
         raise InvalidInput(NO_CERT, "a private key without a certificate")
-    if _public_der(key.public_key()) != _public_der(certificates[0].public_key()):
-        raise InvalidInput(MISMATCH)
+    with _in_memory_file(data) as path:
+        try:  # a password that can never be asked for: an encrypted key fails instead of prompting
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path, password=_NO_PASSWORD)
+        except ssl.SSLError as exc:
+            if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+                raise InvalidInput(MISMATCH) from exc
+            raise InvalidInput(NO_KEY, f"the private key does not parse: {exc}") from exc
+
+
+def _check_crls(blocks: list[bytes]) -> None:
+    for block in blocks:
+        with _in_memory_file(block) as path:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+            except ssl.SSLError as exc:
+                raise InvalidInput("Invalid CRL", str(exc)) from exc
 
 
 def check_tenant_pem(data: bytes) -> None:
@@ -118,15 +127,8 @@ def check_tenant_pem(data: bytes) -> None:
     if b"\0" in data:
         raise InvalidInput(NO_CERT, "the file holds NUL bytes")
     bundle = split_pem(data)
-    _check_pair(bundle)
-    if bundle.crls:
-        from cryptography import x509
-
-        for block in bundle.crls:
-            try:
-                x509.load_pem_x509_crl(block)
-            except ValueError as exc:
-                raise InvalidInput("Invalid CRL", str(exc)) from exc
+    _check_pair(bundle, data)
+    _check_crls(bundle.crls)
     if not (bundle.certificates or bundle.keys or bundle.crls or bundle.other):
         try:  # a crt-list: text lines naming PEM files
             data.decode("utf-8")
@@ -141,4 +143,4 @@ def check_server_pem(data: bytes) -> None:
         raise InvalidInput(NO_CERT)
     if not bundle.keys:
         raise InvalidInput(NO_KEY)
-    _check_pair(bundle)
+    _check_pair(bundle, data)
