@@ -135,7 +135,9 @@ class LoadBalancers:
             lb_dir = files.ensure_dir(self.layout.lb_dir(lb_id))
             staged = self.layout.haproxy_cfg_new(lb_id)
             files.atomic_write(staged, data, files.PRIVATE)
-            files.atomic_write(lb_dir / PEER_FILE, peer.encode(), files.PUBLIC)
+            peer_file = lb_dir / PEER_FILE
+            if not peer_file.is_file() or peer_file.read_text().strip() != peer:  # spare an fsync
+                files.atomic_write(peer_file, peer.encode(), files.PUBLIC)
             try:
                 hx.check(self.instance(lb_id), config=staged)
             except CommandFailed as exc:
