@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.resources
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,14 +20,19 @@ from starlette.routing import Route
 from amphora_agent import errors
 from amphora_agent.agentconfig import AgentConfig
 from amphora_agent.certificates import ServerCertificate, TenantCertificates
+from amphora_agent.dispatch import KeepalivedServices, ObjectActions
 from amphora_agent.info import API_VERSION, HostInfo
 from amphora_agent.loadbalancers import LoadBalancers
+from amphora_agent.network import BadBody
+from amphora_agent.plugging import Networking, NoInterface
 
 LOG = logging.getLogger(__name__)
 
 MAX_CONFIG = 16 << 20  # haproxy.cfg
 MAX_PEM = 1 << 20
 MAX_AGENT_CONFIG = 1 << 20
+MAX_NETWORK_BODY = 1 << 20  # plug and rules JSON
+MAX_KEEPALIVED_CONFIG = 1 << 20  # VRRP and LVS configs
 
 STATUS: list[tuple[type[errors.AgentError], int]] = [
     (errors.TooLarge, 413),
@@ -60,6 +68,8 @@ class Services:
     server_cert: ServerCertificate
     agent_config: AgentConfig
     info: HostInfo
+    network: Networking | None = None
+    keepalived: KeepalivedServices | None = None
 
 
 def ok(details: str | None = None, status: int = 202, etag: str | None = None) -> JSONResponse:
@@ -108,13 +118,21 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+@functools.cache
+def openapi_document() -> bytes:
+    """The API's OpenAPI document (docs/openapi.yaml, shipped in the package), read once."""
+    return (importlib.resources.files("amphora_agent") / "openapi.yaml").read_bytes()
+
+
 def build_routes(svc: Services) -> list[Route]:
     """The API 1.0 route table: one list per area, in matching order."""
-    return core_routes(svc)
+    return core_routes(svc) + network_routes(svc) + keepalived_routes(svc)
 
 
 def core_routes(svc: Services) -> list[Route]:
     """Version discovery, info, haproxy load balancers, certificates and agent config."""
+    # with keepalived wired in, load balancer ids may name LVS listeners too (reference 5.5)
+    objects: LoadBalancers | ObjectActions = svc.keepalived.objects if svc.keepalived else svc.lbs
 
     async def version(request: Request) -> Response:
         return JSONResponse({"api_version": API_VERSION})
@@ -128,7 +146,7 @@ def core_routes(svc: Services) -> list[Route]:
     async def put_haproxy(request: Request) -> Response:
         body = await read_body(request, MAX_CONFIG)
         p = request.path_params
-        await run_in_threadpool(svc.lbs.put_config, p["amphora_id"], p["lb_id"], body)
+        await run_in_threadpool(objects.put_config, p["amphora_id"], p["lb_id"], body)
         return ok(etag=md5(body))
 
     async def get_haproxy(request: Request) -> Response:
@@ -137,15 +155,15 @@ def core_routes(svc: Services) -> list[Route]:
 
     async def lb_action(request: Request) -> Response:
         p = request.path_params
-        details = await run_in_threadpool(svc.lbs.act, p["object_id"], p["action"])
+        details = await run_in_threadpool(objects.act, p["object_id"], p["action"])
         return ok(details)
 
     async def listeners(request: Request) -> Response:
-        rows = await run_in_threadpool(svc.lbs.listeners)
-        return JSONResponse([asdict(row) for row in rows])
+        rows = await run_in_threadpool(lambda: [asdict(row) for row in objects.listeners()])
+        return JSONResponse(rows)
 
     async def delete_listener(request: Request) -> Response:
-        await run_in_threadpool(svc.lbs.delete, request.path_params["object_id"])
+        await run_in_threadpool(objects.delete, request.path_params["object_id"])
         return ok(status=200)
 
     async def put_cert(request: Request) -> Response:
@@ -174,6 +192,9 @@ def core_routes(svc: Services) -> list[Route]:
         await run_in_threadpool(svc.agent_config.put, body)
         return ok()
 
+    async def openapi(request: Request) -> Response:
+        return Response(await run_in_threadpool(openapi_document), 200, media_type="application/yaml")
+
     lb = "/1.0/loadbalancer"
     return [
         Route("/", version, methods=["GET"]),
@@ -191,6 +212,97 @@ def core_routes(svc: Services) -> list[Route]:
         Route("/1.0/listeners/{object_id}", delete_listener, methods=["DELETE"]),
         Route("/1.0/certificate", put_server_cert, methods=["PUT"]),
         Route("/1.0/config", put_config, methods=["PUT"]),
+        Route("/1.0/openapi.yaml", openapi, methods=["GET"]),
+    ]
+
+
+def network_routes(svc: Services) -> list[Route]:
+    """Plug VIP, plug network, interface lookup and the VIP firewall (503 when the service is not wired)."""
+
+    def net() -> Networking:
+        if svc.network is None:
+            raise errors.Unavailable("Networking is not available in this agent")
+        return svc.network
+
+    async def answer(request: Request, work: Callable[[], Response]) -> Response:
+        try:
+            return await run_in_threadpool(work)
+        except BadBody as exc:  # the existing agent's framework-style 400
+            LOG.warning("%s %s -> 400 %s", request.method, request.url.path, exc.message)
+            return http_error(400, exc.message)
+        except NoInterface as exc:  # the retryable 404: ``details`` only, as the controller matches it
+            LOG.warning("%s %s -> 404 %s", request.method, request.url.path, exc.message)
+            return JSONResponse({"details": exc.details}, 404)
+
+    def local_address(request: Request) -> str | None:
+        server = request.scope.get("server")
+        return str(server[0]) if server else None
+
+    async def plug_vip(request: Request) -> Response:
+        body = await read_body(request, MAX_NETWORK_BODY)
+        vip, reached = request.path_params["vip"], local_address(request)
+        return await answer(request, lambda: ok(net().plug_vip(vip, body, reached)))
+
+    async def plug_network(request: Request) -> Response:
+        body = await read_body(request, MAX_NETWORK_BODY)
+        reached = local_address(request)
+        return await answer(request, lambda: ok(net().plug_network(body, reached)))
+
+    async def get_interface(request: Request) -> Response:
+        ip = request.path_params["ip_addr"]
+
+        def work() -> Response:
+            return JSONResponse({"message": "OK", "interface": net().interface_of(ip)})
+
+        return await answer(request, work)
+
+    async def put_rules(request: Request) -> Response:
+        body = await read_body(request, MAX_NETWORK_BODY)
+        ip = request.path_params["ip_addr"]
+
+        def work() -> Response:
+            net().set_rules(ip, body)
+            return ok(status=200)
+
+        return await answer(request, work)
+
+    return [
+        Route("/1.0/plug/vip/{vip}", plug_vip, methods=["POST"]),
+        Route("/1.0/plug/network", plug_network, methods=["POST"]),
+        Route("/1.0/interface/{ip_addr}", get_interface, methods=["GET"]),
+        Route("/1.0/interface/{ip_addr}/rules", put_rules, methods=["PUT"]),
+    ]
+
+
+def keepalived_routes(svc: Services) -> list[Route]:
+    """VRRP config and actions, UDP/SCTP (LVS) listener configs; none when keepalived is not wired."""
+    ka = svc.keepalived
+    if ka is None:
+        return []
+
+    async def vrrp_upload(request: Request) -> Response:
+        body = await read_body(request, MAX_KEEPALIVED_CONFIG)
+        await run_in_threadpool(ka.vrrp.put_config, body)
+        return ok(status=200, etag=md5(body))
+
+    async def vrrp_action(request: Request) -> Response:
+        return ok(await run_in_threadpool(ka.vrrp.act, request.path_params["action"]))
+
+    async def put_udp_listener(request: Request) -> Response:
+        body = await read_body(request, MAX_KEEPALIVED_CONFIG)
+        p = request.path_params
+        await run_in_threadpool(ka.objects.put_udp_listener, p["amphora_id"], p["listener_id"], body)
+        return ok(status=200, etag=md5(body))
+
+    async def get_udp_listener(request: Request) -> Response:
+        data = await run_in_threadpool(ka.lvs.get_config, request.path_params["listener_id"])
+        return Response(data, 200, media_type="text/plain; charset=UTF-8")
+
+    return [
+        Route("/1.0/vrrp/upload", vrrp_upload, methods=["PUT"]),
+        Route("/1.0/vrrp/{action}", vrrp_action, methods=["PUT"]),
+        Route("/1.0/listeners/{amphora_id}/{listener_id}/udp_listener", put_udp_listener, methods=["PUT"]),
+        Route("/1.0/listeners/{listener_id}/udp_listener", get_udp_listener, methods=["GET"]),
     ]
 
 

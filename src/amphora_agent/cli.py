@@ -17,10 +17,14 @@ from amphora_agent import settings as cfg
 from amphora_agent.agentconfig import AgentConfig
 from amphora_agent.api import Services, create_app
 from amphora_agent.certificates import ServerCertificate, TenantCertificates
+from amphora_agent.dispatch import build as build_keepalived
 from amphora_agent.errors import AgentError
+from amphora_agent.heartbeat import HeartbeatSender
 from amphora_agent.info import HostInfo
+from amphora_agent.keepalived_supervisor import KeepalivedSupervisor
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers import LoadBalancers, LockTable
+from amphora_agent.plugging import Networking
 from amphora_agent.settings import LiveSettings, Settings
 from amphora_agent.supervisor import Supervisor
 from amphora_agent.system import netns
@@ -55,7 +59,9 @@ def raise_fd_limit() -> None:
 def listen_socket(host: str, port: int) -> socket.socket:
     """The API socket; ``::`` also accepts IPv4 (v6only off), as the existing agent's bind does."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY on accepted sockets only then; without it
+    # a response written in two parts waits for the client's delayed ACK (40 ms per request).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -77,6 +83,7 @@ async def serve(settings: Settings) -> None:
     locks = LockTable()
     lbs = LoadBalancers(live, layout, locks)
     lbs.prepare()
+    keepalived = build_keepalived(live, lbs, locks)
     context = tls.server_context(
         settings.agent_server_cert, settings.agent_server_ca, settings.agent_tls_protocol
     )
@@ -85,12 +92,20 @@ async def serve(settings: Settings) -> None:
         certs=TenantCertificates(layout, locks),
         server_cert=ServerCertificate(settings.agent_server_cert, context),
         agent_config=AgentConfig(live),
-        info=HostInfo(live, lbs),
+        info=HostInfo(live, lbs, keepalived.details),
+        network=Networking(live, layout),
+        keepalived=keepalived,
     )
+    restored = services.network.recover() if services.network else []  # NICs before any haproxy
+    if restored:
+        LOG.info("restored interface(s) %s in %s", ", ".join(restored), settings.network_namespace)
     supervisor = Supervisor(lbs)
     restarted = supervisor.check_once()  # reboot recovery before the first request
     if restarted:
         LOG.info("started %d load balancer(s) that should run", len(restarted))
+    keepalived.scripts.refresh()  # the check chain names this agent's checker: keep it current
+    ka_supervisor = KeepalivedSupervisor(keepalived.vrrp, keepalived.lvs)
+    ka_supervisor.check_once()  # VRRP and LVS after haproxy, so the check chain passes at once
     sock = listen_socket(settings.bind_host, settings.bind_port)
     config = uvicorn.Config(
         create_app(services),
@@ -105,13 +120,39 @@ async def serve(settings: Settings) -> None:
     server = uvicorn.Server(config)
     stop = asyncio.Event()
     task = asyncio.create_task(supervisor.run(stop))
+    ka_task = asyncio.create_task(ka_supervisor.run(stop))
+    heartbeat = asyncio.create_task(HeartbeatSender(live, layout, lbs.is_running).run(stop))
     LOG.info("amphora-agent %s listening on [%s]:%d", __version__, settings.bind_host, settings.bind_port)
     try:
         await server.serve(sockets=[sock])
     finally:
         stop.set()
         await task
+        await ka_task
+        await heartbeat
         LOG.info("amphora-agent stopped; load balancers keep running")
+
+
+def dev_certs(folder: Path, amphora_id: str | None) -> int:
+    """``amphora-agent dev-certs FOLDER``: a CA, a server and a client certificate for local use."""
+    import uuid
+
+    from amphora_agent.devcerts import write_dev_certs
+
+    amphora_id = amphora_id or str(uuid.uuid4())
+    try:
+        paths = write_dev_certs(folder, amphora_id)
+    except OSError as exc:
+        print(f"amphora-agent: cannot write certificates into {folder}: {exc}", file=sys.stderr)
+        return 1
+    print(f"# development certificates for amphora {amphora_id} (not for production)")
+    print(f"# agent config: [amphora_agent] agent_server_cert = {paths.server}")
+    print(f"#               [amphora_agent] agent_server_ca = {paths.ca}")
+    print(f"#               [amphora_agent] amphora_id = {amphora_id}")
+    print(f"AMPHORA_ID={amphora_id}")
+    print(f"AMPHORA_CA={paths.ca}")
+    print(f"AMPHORA_CLIENT_CERT={paths.client}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         help="the agent's INI file (default %(default)s)",
     )
     parser.add_argument("--version", action="version", version=f"amphora-agent {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    dev = commands.add_parser(
+        "dev-certs",
+        help="write throwaway certificates for a first run (never for production)",
+        description="Write ca.pem, server.pem (CN/SAN = the amphora id) and client.pem into FOLDER.",
+    )
+    dev.add_argument("folder", type=Path, metavar="FOLDER")
+    dev.add_argument("--amphora-id", help="the server certificate's name (default: a new UUID)")
     args = parser.parse_args(argv)
+    if args.command == "dev-certs":
+        return dev_certs(args.folder, args.amphora_id)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = cfg.load(args.config_file)

@@ -146,9 +146,15 @@ def read_text(path: str | Path, limit: int = 1 << 20) -> str:
 class HostInfo:
     """Answers /info and /details. Package versions are read once: they change only on upgrade."""
 
-    def __init__(self, live: LiveSettings, lbs: LoadBalancers) -> None:
+    def __init__(
+        self,
+        live: LiveSettings,
+        lbs: LoadBalancers,
+        extra_details: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._live = live
         self._lbs = lbs
+        self._extra_details = extra_details  # e.g. LVS listeners and the topology status
         self._versions: dict[str, str] | None = None
         self._rates = NetworkRates(self._read_netns_counters)
 
@@ -206,4 +212,6 @@ class HostInfo:
                 "lvs_listener_process_count": 0,
             }
         )
+        if self._extra_details is not None:
+            self._extra_details(body)
         return body

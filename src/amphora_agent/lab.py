@@ -13,17 +13,20 @@ import contextlib
 import ctypes
 import http.server
 import itertools
+import json
 import os
 import signal
 import socket
+import socketserver
 import ssl
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -32,6 +35,7 @@ from amphora_agent.system import files
 
 CLONE_NEWNET = 0x40000000
 _counter = itertools.count(1)
+T = TypeVar("T")
 
 
 def sh(*argv: str, netns: str | None = None, check: bool = True) -> str:
@@ -111,6 +115,7 @@ class Amphora:
     process: subprocess.Popen[bytes] | None = None
     tenant: Tenant | None = None
     extra_config: dict[str, dict[str, str]] = field(default_factory=dict)
+    hotplugged: list[str] = field(default_factory=list)  # far ends of hot-plugged ports in our namespace
 
     def __post_init__(self) -> None:
         self.name = f"amp{os.getpid() % 100000}-{self.index}"
@@ -158,6 +163,8 @@ class Amphora:
                 "agent_server_cert": str(self.certs / "server.pem"),
                 "amphora_id": self.amphora_id,
                 "network_namespace": self.haproxy_ns,
+                "agent_server_network_dir": str(self.workdir / "interfaces"),
+                "pci_rescan_file": str(self.workdir / "pci-rescan"),  # written only where it exists
             },
             "controller_worker": {"loadbalancer_topology": "SINGLE"},
         }
@@ -269,6 +276,43 @@ class Amphora:
         self.tenant = Tenant(link, vips, member_addresses)
         return self.tenant
 
+    # -- hot-plugged ports (the VIP and member NICs the agent plugs itself) ------------------
+    def hotplug(self, mac: str, peer: str | None = None, peer_addresses: tuple[str, ...] = ()) -> str:
+        """A new NIC in the amphora namespace, down, with ``mac``: a veth whose far end is up.
+
+        The far end sits in the namespace ``peer`` (None: ours) with ``peer_addresses`` (CIDRs).
+        Returns the NIC's name in the amphora namespace, as the kernel would give a fresh one.
+        """
+        number = next(_counter)
+        nic, far = f"ens{number}", f"h{os.getpid() % 100000}x{number}"
+        sh("ip", "link", "add", far, "type", "veth", "peer", "name", nic, "netns", self.name)
+        sh("ip", "-n", self.name, "link", "set", nic, "address", mac)
+        where: tuple[str, ...] = ()
+        if peer:
+            sh("ip", "link", "set", far, "netns", peer)
+            where = ("-n", peer)
+        else:
+            self.hotplugged.append(far)
+        for cidr in peer_addresses:
+            sh("ip", *where, "addr", "add", cidr, "dev", far, "nodad")
+        sh("ip", *where, "link", "set", far, "up")
+        return nic
+
+    def simulate_reboot(self) -> None:
+        """What a reboot does: agent and haproxy die, the haproxy namespace is gone, and its NICs are
+        back in the amphora namespace, down, under fresh kernel names."""
+        self.stop_agent(signal.SIGKILL)
+        for pid in self.haproxy_processes() + self.keepalived_processes():
+            kill_pid(pid)
+        if os.path.exists(f"/run/netns/{self.haproxy_ns}"):
+            hx = self.haproxy_ns
+            for link in json.loads(sh("ip", "-n", hx, "-j", "link", "show")):
+                old, new = link["ifname"], f"ens{next(_counter)}"
+                if old != "lo":
+                    sh("ip", "-n", hx, "link", "set", old, "down")
+                    sh("ip", "-n", hx, "link", "set", old, "netns", self.name, "name", new)
+            sh("ip", "netns", "del", self.haproxy_ns)
+
     # -- tear-down ---------------------------------------------------------------------------
     def haproxy_pids(self) -> list[int]:
         """Masters named by the pid files under our base path."""
@@ -291,12 +335,25 @@ class Amphora:
                     found.append(int(entry.name))
         return sorted(found)
 
+    def keepalived_processes(self) -> list[int]:
+        """Every live keepalived process (VRRP or LVS, main and children) with a config under our base."""
+        found = []
+        marker = str(self.base).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if cmdline.startswith(b"keepalived\0") and marker in cmdline and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+        return sorted(found)
+
     def destroy(self) -> None:
         """Stop the agent and every haproxy it started (by PID), delete links and namespaces."""
         self.stop_agent()
-        for pid in self.haproxy_processes():
+        for pid in self.haproxy_processes() + self.keepalived_processes():
             kill_pid(pid)
-        for link in (self.mgmt_link, self.tenant.link if self.tenant else None):
+        for link in (self.mgmt_link, self.tenant.link if self.tenant else None, *self.hotplugged):
             if link:
                 sh("ip", "link", "del", link, check=False)
         for name in (self.haproxy_ns, self.name):
@@ -329,6 +386,12 @@ class _DualStackServer(http.server.ThreadingHTTPServer):
         super().__init__(address, _Backend)
         self.name_bytes = name.encode()
 
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup (it stalls for seconds in a namespace whose
+        default route leads nowhere, such as an amphora's haproxy namespace)."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Quiet for resets (haproxy's TCP health checks close with RST); print anything else."""
         if not isinstance(sys.exc_info()[1], ConnectionError):
@@ -348,6 +411,37 @@ def backend_main(argv: list[str]) -> None:
         ctx.set_alpn_protocols(["http/1.1"])
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
     server.serve_forever()
+
+
+@dataclass
+class Peer:
+    """A namespace at the far end of hot-plugged ports, where a test's clients or members run."""
+
+    role: str = "peer"
+    index: int = field(default_factory=lambda: next(_counter))
+
+    def __post_init__(self) -> None:
+        self.name = f"{self.role}{os.getpid() % 100000}-{self.index}"
+
+    def create(self) -> Peer:
+        """Make the namespace with ``lo`` up."""
+        sh("ip", "netns", "add", self.name)
+        sh("ip", "-n", self.name, "link", "set", "lo", "up")
+        return self
+
+    def call(self, func: Callable[[], T]) -> T:
+        """Run ``func`` in a thread inside this namespace (its sockets open here)."""
+        from amphora_agent.system import netns
+
+        return netns.call_in(self.name, func)
+
+    def sh(self, *argv: str, check: bool = True) -> str:
+        """Run a command inside this namespace."""
+        return sh(*argv, netns=self.name, check=check)
+
+    def destroy(self) -> None:
+        """Delete the namespace (and the veth ends in it)."""
+        sh("ip", "netns", "del", self.name, check=False)
 
 
 class Backends:

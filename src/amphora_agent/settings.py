@@ -86,6 +86,7 @@ class Settings:
     administrative_log_facility: int = 1
     user_log_facility: int = 0
     network_namespace: str = "amphora-haproxy"
+    pci_rescan_file: Path | None = Path("/sys/bus/pci/rescan")
     # [haproxy_amphora]
     base_path: Path = Path("/var/lib/octavia")
     base_cert_dir: Path = Path("/var/lib/octavia/certs")
@@ -141,6 +142,13 @@ for _attr, _group, _parse, _mutable, _help in (
         _str,
         False,
         "Network namespace that holds haproxy and the tenant NICs (extension).",
+    ),
+    (
+        "pci_rescan_file",
+        "amphora_agent",
+        lambda t: _path(t) if t.strip() else None,
+        False,
+        "Written when a plug finds no NIC with the MAC; empty disables the rescan (extension).",
     ),
     ("base_path", "haproxy_amphora", _path, False, "Where load balancer configs and sockets live."),
     ("base_cert_dir", "haproxy_amphora", _path, False, "Where tenant TLS material lives."),

@@ -64,6 +64,15 @@ def test_full_disk_is_a_clear_error_and_keeps_serving(
         assert api.put(url, content=bigger).status_code == 202
 
 
+def upload(amp: lab.Amphora, url: str, body: bytes) -> None:
+    """PUT ``body``; the agent may be killed under it."""
+    try:
+        with amp.client() as api:
+            api.put(url, content=body)
+    except httpx.HTTPError:
+        pass  # expected: the agent was killed mid-request
+
+
 def md5(data: bytes) -> str:
     """Hex md5."""
     return hashlib.md5(data).hexdigest()
@@ -106,14 +115,9 @@ def test_sigkill_during_uploads_leaves_old_or_new_files(amphora: lab.Amphora) ->
             known[name].add(md5(body))
         urls = {"cfg": cfg_url, "cert": cert_url, "conf": "/1.0/config"}
 
-        def upload(name: str) -> None:
-            try:
-                with amphora.client() as api:
-                    api.put(urls[name], content=bodies[name])
-            except httpx.HTTPError:
-                pass  # the agent was killed under it: expected
-
-        threads = [threading.Thread(target=upload, args=(n,)) for n in bodies]
+        threads = [
+            threading.Thread(target=upload, args=(amphora, urls[name], body)) for name, body in bodies.items()
+        ]
         for thread in threads:
             thread.start()
         lab.wait_until(lambda: False, rng.uniform(0.0, 0.15))

@@ -63,20 +63,18 @@ def proxy_protocol_member() -> Iterator[list[bytes]]:
 
 
 def tls_get(host: str, sni: str, ca: Path, path: str = "/") -> tuple[int, bytes, str]:
-    """GET over TLS verified with the fixtures' root CA; returns status, body and the cert's name."""
+    """GET over TLS verified with the fixtures' root CA; returns status, body and the cert's CN."""
     ctx = ssl.create_default_context(cafile=str(ca))
-    conn = http.client.HTTPSConnection(host, 443, context=ctx, timeout=5)
-    conn._tunnel_host = None  # plain connection; the SNI below decides the certificate
-    conn.host = sni
-    sock = socket.create_connection((host, 443), timeout=5)
-    conn.sock = ctx.wrap_socket(sock, server_hostname=sni)
-    peer = conn.sock.getpeercert() or {}
-    name = dict(item[0] for item in peer.get("subject", ()))["commonName"]
-    conn.request("GET", path, headers={"Host": sni})
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    return response.status, body, name
+    with (
+        socket.create_connection((host, 443), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=sni) as tls,
+    ):
+        subject = (tls.getpeercert() or {}).get("subject", ())
+        names = [str(pair[1]) for rdn in subject for pair in rdn if pair[0] == "commonName"]
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+        response = http.client.HTTPResponse(tls)
+        response.begin()
+        return response.status, response.read(), names[0]
 
 
 def test_every_listener_of_the_multi_listener_lb(

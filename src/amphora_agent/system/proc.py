@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def run(
     timeout: float = 60.0,
     input_data: bytes | None = None,
     failure: str = "Command failed",
+    env: dict[str, str] | None = None,
 ) -> str:
     """Run ``argv`` (stderr merged into stdout) and return its output; raise CommandFailed on error."""
     full = in_netns(argv, netns)
@@ -36,6 +38,7 @@ def run(
             timeout=timeout,
             check=False,
             close_fds=True,
+            env=env,
         )
     except FileNotFoundError as exc:
         raise CommandFailed(failure, f"{full[0]}: command not found", argv=full) from exc
@@ -45,3 +48,38 @@ def run(
     if done.returncode != 0:
         raise CommandFailed(failure, output, argv=full, code=done.returncode)
     return output
+
+
+def detach(
+    argv: list[str],
+    *,
+    log: Path,
+    netns: str | None = None,
+    failure: str = "Command failed",
+    env: dict[str, str] | None = None,
+) -> None:
+    """Start ``argv`` in its own session, not our child (``setsid -f``), its output appended to ``log``.
+
+    The process outlives the agent, as haproxy does; ``argv`` must not fork into the background itself.
+    """
+    full = in_netns(["setsid", "-f", *argv], netns)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    try:
+        done = subprocess.run(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            timeout=10,
+            check=False,
+            close_fds=True,
+            env=env,
+        )
+    except FileNotFoundError as exc:
+        raise CommandFailed(failure, f"{full[0]}: command not found", argv=full) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(failure, "timed out after 10 s", argv=full) from exc
+    finally:
+        os.close(fd)
+    if done.returncode != 0:
+        raise CommandFailed(failure, f"{full[0]} exited with {done.returncode}", argv=full)

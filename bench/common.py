@@ -1,0 +1,200 @@
+"""Shared pieces of the benchmarks: an mTLS keep-alive client, statistics, a bounded load, a figure table."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import ssl
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amphora_agent import lab
+from amphora_agent.labconfig import http_get
+
+
+class MTLSConnection(http.client.HTTPSConnection):
+    """One kept-alive HTTPS connection presenting a client certificate and checking the agent's name."""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext, server_name: str) -> None:
+        super().__init__(host, port, context=context, timeout=30)
+        self._ctx = context
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        """TCP, then TLS with SNI and verification against the amphora id (not the address)."""
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._ctx.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
+class AgentClient:
+    """A light client over one kept-alive mTLS connection: little client time in the figures."""
+
+    def __init__(self, amp: lab.Amphora) -> None:
+        host = amp.url.split("[", 1)[1].split("]", 1)[0]
+        self._conn = MTLSConnection(host, 9443, amp.ssl_context(), amp.amphora_id)
+        self.reconnects = 0
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """Send one request on the kept-alive connection (reconnecting once if the agent closed it)."""
+        for attempt in (1, 2):
+            try:
+                self._conn.request(method, path, body=body)
+                response = self._conn.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._conn.close()
+                self.reconnects += 1
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def expect(self, method: str, path: str, status: int, body: bytes | None = None) -> bytes:
+        """A request that must answer ``status``."""
+        got, data = self.request(method, path, body)
+        if got != status:
+            raise RuntimeError(f"{method} {path} answered {got}: {data[:500]!r}")
+        return data
+
+    def timed(self, method: str, path: str, status: int, body: bytes | None = None) -> float:
+        """Seconds one request took (it must answer ``status``)."""
+        started = time.perf_counter()
+        self.expect(method, path, status, body)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), nearest rank."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def ms(seconds: float) -> str:
+    """Seconds as milliseconds, with one decimal below 100."""
+    value = seconds * 1000
+    return f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
+
+
+def median_p99(values: list[float]) -> str:
+    """``median / p99`` in ms."""
+    return f"{ms(statistics.median(values))} / {ms(percentile(values, 99))}"
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A ``/proc/<pid>/status`` figure in kB (VmRSS, VmHWM, Threads), 0 when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process itself has used, in seconds (children not counted)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (all its threads)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def loadavg() -> str:
+    """The 1-minute load average and the number of cores, for reading the figures."""
+    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+@dataclass
+class Load:
+    """HTTP requests on new connections from a few threads, bounded in count and time."""
+
+    host: str
+    port: int
+    threads: int = 4
+    max_seconds: float = 120.0
+    max_requests: int = 200_000
+    ok: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status = http_get(self.host, self.port)[0]
+                good, why = status == 200, f"status {status}"
+            except (OSError, http.client.HTTPException) as exc:
+                good, why = False, repr(exc)
+            with self._lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.errors.append(why)
+                if self.ok + self.failed >= self.max_requests:
+                    return
+
+    def __enter__(self) -> Load:
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(10)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure beside its target and the existing agent's baseline."""
+
+    name: str
+    value: str
+    target: str = "-"
+    baseline: str = "-"
+    met: bool | None = None  # None: no target
+
+
+def print_figures(title: str, figures: list[Figure], note: str = "") -> None:
+    """An aligned table: figure | measured | target | existing agent | verdict."""
+    header = Figure("figure", "measured", "target", "existing agent")
+    widths = [
+        max(len(getattr(f, key)) for f in [header, *figures])
+        for key in ("name", "value", "target", "baseline")
+    ]
+    print(f"\n== {title} ==")
+    if note:
+        print(note)
+    for index, f in enumerate([header, *figures]):
+        verdict = "verdict" if index == 0 else {True: "ok", False: "MISSED", None: ""}[f.met]
+        cells = (f.name, f.value, f.target, f.baseline)
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + "  " + verdict
+        )
+        if index == 0:
+            print("-" * (sum(widths) + 2 * len(widths) + 7))
