@@ -6,13 +6,11 @@ import http.client
 import os
 import ssl
 import statistics
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from amphora_agent import lab
-from amphora_agent.labconfig import http_get
 
 
 class MTLSConnection(http.client.HTTPSConnection):
@@ -121,52 +119,6 @@ def child_pids(pid: int) -> list[int]:
 def loadavg() -> str:
     """The 1-minute load average and the number of cores, for reading the figures."""
     return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
-
-
-@dataclass
-class Load:
-    """HTTP requests on new connections from a few threads, bounded in count and time."""
-
-    host: str
-    port: int
-    threads: int = 4
-    max_seconds: float = 120.0
-    max_requests: int = 200_000
-    ok: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                status = http_get(self.host, self.port)[0]
-                good, why = status == 200, f"status {status}"
-            except (OSError, http.client.HTTPException) as exc:
-                good, why = False, repr(exc)
-            with self._lock:
-                if good:
-                    self.ok += 1
-                else:
-                    self.failed += 1
-                    self.errors.append(why)
-                if self.ok + self.failed >= self.max_requests:
-                    return
-
-    def __enter__(self) -> Load:
-        for worker in self._workers:
-            worker.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(10)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import logging.handlers
 import resource
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 
 from amphora_agent import __version__, tls
@@ -21,12 +22,12 @@ from amphora_agent.dispatch import build as build_keepalived
 from amphora_agent.errors import AgentError
 from amphora_agent.heartbeat import HeartbeatSender
 from amphora_agent.info import HostInfo
-from amphora_agent.keepalived_supervisor import KeepalivedSupervisor
+from amphora_agent.keepalived_supervisor import KeepalivedUnits
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers import LoadBalancers, LockTable
 from amphora_agent.plugging import Networking
 from amphora_agent.settings import LiveSettings, Settings
-from amphora_agent.supervisor import Supervisor
+from amphora_agent.supervisor import Supervisor, haproxy_units
 from amphora_agent.system import netns
 
 LOG = logging.getLogger("amphora_agent")
@@ -99,13 +100,12 @@ async def serve(settings: Settings) -> None:
     restored = services.network.recover() if services.network else []  # NICs before any haproxy
     if restored:
         LOG.info("restored interface(s) %s in %s", ", ".join(restored), settings.network_namespace)
-    supervisor = Supervisor(lbs)
+    keepalived.scripts.refresh()  # the check chain names this agent's checker: keep it current
+    # haproxy first, then VRRP and LVS, so keepalived's check chain passes at once
+    supervisor = Supervisor([partial(haproxy_units, lbs), KeepalivedUnits(keepalived.vrrp, keepalived.lvs)])
     restarted = supervisor.check_once()  # reboot recovery before the first request
     if restarted:
-        LOG.info("started %d load balancer(s) that should run", len(restarted))
-    keepalived.scripts.refresh()  # the check chain names this agent's checker: keep it current
-    ka_supervisor = KeepalivedSupervisor(keepalived.vrrp, keepalived.lvs)
-    ka_supervisor.check_once()  # VRRP and LVS after haproxy, so the check chain passes at once
+        LOG.info("started %s", ", ".join(restarted))
     sock = listen_socket(settings.bind_host, settings.bind_port)
     config = uvicorn.Config(
         create_app(services),
@@ -120,7 +120,6 @@ async def serve(settings: Settings) -> None:
     server = uvicorn.Server(config)
     stop = asyncio.Event()
     task = asyncio.create_task(supervisor.run(stop))
-    ka_task = asyncio.create_task(ka_supervisor.run(stop))
     heartbeat = asyncio.create_task(HeartbeatSender(live, layout, lbs.is_running).run(stop))
     LOG.info("amphora-agent %s listening on [%s]:%d", __version__, settings.bind_host, settings.bind_port)
     try:
@@ -128,7 +127,6 @@ async def serve(settings: Settings) -> None:
     finally:
         stop.set()
         await task
-        await ka_task
         await heartbeat
         LOG.info("amphora-agent stopped; load balancers keep running")
 

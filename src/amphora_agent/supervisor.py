@@ -1,7 +1,7 @@
-"""Keeps every load balancer that should run running: after a crash, a kill or a reboot.
+"""Keeps every unit that should run running: haproxy per load balancer, keepalived for VRRP and LVS.
 
-Desired state lives on disk (the ``running`` marker), actual state in /proc; the supervisor closes the
-gap with exponential back-off per load balancer, logging every restart.
+Desired state lives on disk (the ``running`` markers), actual state in /proc; the supervisor closes
+the gap after a crash, a kill or a reboot, with exponential back-off per unit, logging every restart.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 from starlette.concurrency import run_in_threadpool
 
@@ -19,40 +22,61 @@ from amphora_agent.loadbalancers import LoadBalancers
 LOG = logging.getLogger(__name__)
 
 
-class Supervisor:
-    """Desired vs. actual haproxy state, checked every ``interval`` seconds."""
+@dataclass(frozen=True)
+class Unit:
+    """One supervised process: whether it should run, whether it does, and how to start it."""
 
-    def __init__(self, lbs: LoadBalancers, interval: float = 0.5, max_backoff: float = 30.0):
-        self._lbs = lbs
+    name: str
+    wants_running: Callable[[], bool]
+    is_running: Callable[[], bool]
+    ensure_running: Callable[[], bool]  # starts it unless busy or no longer wanted; True if it did
+
+
+UnitSource = Callable[[], list[Unit]]
+
+
+def haproxy_units(lbs: LoadBalancers) -> list[Unit]:
+    """One unit per stored load balancer."""
+    return [
+        Unit(
+            f"haproxy for {lb_id}",
+            partial(lbs.wants_running, lb_id),
+            partial(lbs.is_running, lb_id),
+            partial(lbs.ensure_running, lb_id),
+        )
+        for lb_id in lbs.layout.lb_ids()
+    ]
+
+
+class Supervisor:
+    """Desired vs. actual state of every unit, checked every ``interval`` seconds, sources in order."""
+
+    def __init__(self, sources: Sequence[UnitSource], interval: float = 0.5, max_backoff: float = 30.0):
+        self._sources = sources
         self.interval = interval
         self.max_backoff = max_backoff
         self._next_try: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
 
     def check_once(self) -> list[str]:
-        """Start what should run and does not; return the load balancers it started."""
+        """Start what should run and does not; return the units it started."""
         started = []
         now = time.monotonic()
-        for lb_id in self._lbs.layout.lb_ids():
-            if not self._lbs.wants_running(lb_id) or self._lbs.is_running(lb_id):
-                self._backoff.pop(lb_id, None)
+        for unit in (unit for source in self._sources for unit in source()):
+            if not unit.wants_running() or unit.is_running():
+                self._backoff.pop(unit.name, None)
                 continue
-            if now < self._next_try.get(lb_id, 0.0):
+            if now < self._next_try.get(unit.name, 0.0):
                 continue
             try:
-                if self._lbs.ensure_running(lb_id):
-                    LOG.warning("haproxy for %s was not running: started it again", lb_id)
-                    started.append(lb_id)
+                if unit.ensure_running():
+                    LOG.warning("%s was not running: started it again", unit.name)
+                    started.append(unit.name)
             except AgentError as exc:
-                delay = min(self._backoff.get(lb_id, 0.5) * 2, self.max_backoff)
-                self._backoff[lb_id] = delay
-                self._next_try[lb_id] = now + delay
-                LOG.error(
-                    "haproxy for %s does not start (next try in %.0f s): %s",
-                    lb_id,
-                    delay,
-                    exc.details or exc.message,
-                )
+                delay = min(self._backoff.get(unit.name, 0.5) * 2, self.max_backoff)
+                self._backoff[unit.name] = delay
+                self._next_try[unit.name] = now + delay
+                LOG.error("%s does not start (next try in %.0f s): %s", unit.name, delay, exc.details or exc)
         return started
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from amphora_agent.errors import CommandFailed
 
@@ -18,6 +19,18 @@ def in_netns(argv: list[str], netns: str | None) -> list[str]:
     return ["nsenter", f"--net={NETNS_DIR / netns}", "--", *argv]
 
 
+def _completed(
+    full: list[str], failure: str, timeout: float, **kwargs: Any
+) -> subprocess.CompletedProcess[bytes]:
+    """``subprocess.run`` with a missing binary or a time-out turned into CommandFailed."""
+    try:
+        return subprocess.run(full, timeout=timeout, check=False, close_fds=True, **kwargs)
+    except FileNotFoundError as exc:
+        raise CommandFailed(failure, f"{full[0]}: command not found", argv=full) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(failure, f"timed out after {timeout:g} s", argv=full) from exc
+
+
 def run(
     argv: list[str],
     *,
@@ -29,21 +42,9 @@ def run(
 ) -> str:
     """Run ``argv`` (stderr merged into stdout) and return its output; raise CommandFailed on error."""
     full = in_netns(argv, netns)
-    try:
-        done = subprocess.run(
-            full,
-            input=input_data,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-            close_fds=True,
-            env=env,
-        )
-    except FileNotFoundError as exc:
-        raise CommandFailed(failure, f"{full[0]}: command not found", argv=full) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise CommandFailed(failure, f"timed out after {timeout:g} s", argv=full) from exc
+    done = _completed(
+        full, failure, timeout, input=input_data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
     output = done.stdout.decode("utf-8", errors="replace")
     if done.returncode != 0:
         raise CommandFailed(failure, output, argv=full, code=done.returncode)
@@ -65,20 +66,7 @@ def detach(
     full = in_netns(["setsid", "-f", *argv], netns)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
-        done = subprocess.run(
-            full,
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            timeout=10,
-            check=False,
-            close_fds=True,
-            env=env,
-        )
-    except FileNotFoundError as exc:
-        raise CommandFailed(failure, f"{full[0]}: command not found", argv=full) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise CommandFailed(failure, "timed out after 10 s", argv=full) from exc
+        done = _completed(full, failure, 10.0, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env)
     finally:
         os.close(fd)
     if done.returncode != 0:
