@@ -116,6 +116,18 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+def roomy_client_ports() -> None:
+    """Let this (private) namespace's clients reuse TIME_WAIT ports and use the whole port range.
+
+    A load that opens a new connection per request for minutes (about 500/s here) otherwise runs
+    out of ephemeral ports towards the one VIP:port (28,000 ports, 60 s in TIME_WAIT each), and the
+    client's ``EADDRNOTAVAIL`` would count as failed requests. Both settings are per namespace: call
+    this after ``lab.isolate()``, never on the host.
+    """
+    lab.sh("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+    lab.sh("sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000")
+
+
 def loadavg() -> str:
     """The 1-minute load average and the number of cores, for reading the figures."""
     return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"

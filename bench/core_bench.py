@@ -17,11 +17,10 @@ from pathlib import Path
 
 from amphora_agent import lab, parsers
 from amphora_agent.demo import CLIENT_ADDRESS, HAPROXY, HAPROXY_MEMBER_SIDE, MEMBER_HOSTS, VIP, preflight
-from amphora_agent.labconfig import Listener, Member, fixed_id, http_get, render_config
+from amphora_agent.labconfig import Listener, Load, Member, fixed_id, http_get, render_config
 from bench.common import (
     AgentClient,
     Figure,
-    Load,
     child_pids,
     cpu_seconds,
     loadavg,

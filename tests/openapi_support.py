@@ -129,7 +129,11 @@ def check_response(
     media = headers.get("content-type", "").split(";")[0].strip()
     assert media in content, f"{method} {template} {status}: content type {media!r} not in {list(content)}"
     schema = content[media].get("schema", {})
-    value: Any = json.loads(body) if media == "application/json" else body.decode("utf-8")
+    value: Any = body.decode("utf-8")
+    if media == "application/json":
+        value = json.loads(body)
+    elif media == "application/yaml":  # the schema describes the parsed document
+        value = yaml.safe_load(body)
     problems = schema_errors(schema, value)
     assert not problems, f"{method} {template} {status}: {problems} in {value!r}"[:2000]
     for name, header in response.get("headers", {}).items():

@@ -22,6 +22,8 @@ class AgentConfig:
 
     def put(self, body: bytes) -> list[str]:
         """Parse first (a bad file changes nothing), then write and apply; return ignored options."""
+        if not body.strip():  # would silently drop the heartbeat key and targets
+            raise InvalidInput("Invalid configuration file", "the file is empty")
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -22,13 +22,16 @@ from amphora_agent.dispatch import build as build_keepalived
 from amphora_agent.errors import AgentError
 from amphora_agent.heartbeat import HeartbeatSender
 from amphora_agent.info import HostInfo
+from amphora_agent.interfaces import DEFAULT_DIR as DEFAULT_INTERFACES_DIR
 from amphora_agent.keepalived_supervisor import KeepalivedUnits
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers import LoadBalancers, LockTable
+from amphora_agent.lvs_stats import LvsStats
 from amphora_agent.plugging import Networking
 from amphora_agent.settings import LiveSettings, Settings
-from amphora_agent.supervisor import Supervisor, haproxy_units
-from amphora_agent.system import netns
+from amphora_agent.supervisor import OrphanReport, Supervisor, UnitSource, haproxy_units
+from amphora_agent.system import files, netns
+from amphora_agent.system import keepalived as ka
 
 LOG = logging.getLogger("amphora_agent")
 
@@ -72,6 +75,19 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def drop_crash_leftovers(settings: Settings) -> None:
+    """Remove the temp files an agent killed mid-write left (the files they were for are intact)."""
+    removed = files.clean_stale_temps(settings.base_path, recursive=True)
+    removed += files.clean_stale_temps(settings.base_cert_dir, recursive=True)
+    for path in (settings.config_file, settings.agent_server_cert):
+        if path is not None:  # folders shared with others: only the temps of the agent's own file
+            removed += files.clean_stale_temps(path.parent, name=path.name)
+    network_dir = settings.agent_server_network_dir or DEFAULT_INTERFACES_DIR
+    removed += files.clean_stale_temps(network_dir, name="*.json")
+    if removed:
+        LOG.warning("removed %d temp file(s) left by an interrupted write: %s", len(removed), removed[:5])
+
+
 async def serve(settings: Settings) -> None:
     """Run the agent until SIGTERM or SIGINT."""
     import uvicorn
@@ -83,6 +99,7 @@ async def serve(settings: Settings) -> None:
     netns.ensure(settings.network_namespace)
     locks = LockTable()
     lbs = LoadBalancers(live, layout, locks)
+    drop_crash_leftovers(settings)
     lbs.prepare()
     keepalived = build_keepalived(live, lbs, locks)
     context = tls.server_context(
@@ -102,7 +119,12 @@ async def serve(settings: Settings) -> None:
         LOG.info("restored interface(s) %s in %s", ", ".join(restored), settings.network_namespace)
     keepalived.scripts.refresh()  # the check chain names this agent's checker: keep it current
     # haproxy first, then VRRP and LVS, so keepalived's check chain passes at once
-    supervisor = Supervisor([partial(haproxy_units, lbs), KeepalivedUnits(keepalived.vrrp, keepalived.lvs)])
+    units: list[UnitSource] = [
+        partial(haproxy_units, lbs),
+        KeepalivedUnits(keepalived.vrrp, keepalived.lvs),
+        OrphanReport(lbs),
+    ]
+    supervisor = Supervisor(units)
     restarted = supervisor.check_once()  # reboot recovery before the first request
     if restarted:
         LOG.info("started %s", ", ".join(restarted))
@@ -120,7 +142,9 @@ async def serve(settings: Settings) -> None:
     server = uvicorn.Server(config)
     stop = asyncio.Event()
     task = asyncio.create_task(supervisor.run(stop))
-    heartbeat = asyncio.create_task(HeartbeatSender(live, layout, lbs.is_running).run(stop))
+    lvs = keepalived.lvs
+    lvs_stats = LvsStats(lvs.paths, lvs.is_running, lambda: lvs.netns, ka.ipvs_unavailable)
+    heartbeat = asyncio.create_task(HeartbeatSender(live, layout, lbs.is_running, lvs_stats).run(stop))
     LOG.info("amphora-agent %s listening on [%s]:%d", __version__, settings.bind_host, settings.bind_port)
     try:
         await server.serve(sockets=[sock])

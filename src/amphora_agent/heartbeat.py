@@ -50,8 +50,10 @@ def build_message(
     listeners: dict[str, Any] = {}
     kept: Counters = {} if sample.complete else {k: dict(v) for k, v in counters.items()}
     for listener_id, listener in sample.listeners.items():
-        current = listener.counters()
-        delta = stats.deltas(current, counters.get(listener_id))
+        last = counters.get(listener_id)
+        # unreadable counters report no traffic and keep the last values, so nothing is counted twice
+        current = listener.counters() if listener.counted or last is None else dict(last)
+        delta = stats.deltas(current, last) if listener.counted else dict.fromkeys(current, 0)
         listeners[listener_id] = {
             "status": listener.status,
             "stats": {

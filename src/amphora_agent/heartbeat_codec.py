@@ -84,10 +84,13 @@ def unwrap(
     payload = _authentic_payload(datagram, key)
     if payload is None:
         raise HeartbeatRejected("Bad heartbeat digest", "the HMAC does not match: wrong key or altered data")
+    data = _inflate(payload, max_json)
     try:
-        message = json.loads(_inflate(payload, max_json))
+        message = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise HeartbeatRejected("Undecodable heartbeat", f"not JSON: {exc}") from exc
+    except RecursionError as exc:  # nesting deeper than the parser's recursion limit
+        raise HeartbeatRejected("Undecodable heartbeat", "the JSON is nested too deeply") from exc
     if not isinstance(message, dict):
         raise HeartbeatRejected("Invalid heartbeat", "the message is not a JSON object")
     return message

@@ -132,6 +132,8 @@ class LvsConfig:
     vips: tuple[tuple[str, int], ...]
     protocols: tuple[str, ...]
     members: tuple[RealServer, ...]
+    pool_id: str | None = None  # None without an enabled pool ("# Pool <id> is disabled")
+    listener_disabled: bool = False  # "# Listener <id> is disabled": not reported in heartbeats
 
     @property
     def has_virtual_server(self) -> bool:
@@ -151,6 +153,7 @@ def _ip(text: str) -> str:
 def parse_lvs(text: str) -> LvsConfig:
     """Ids, namespace, every VIP (all of each group), protocols and members of an LVS config."""
     ids: dict[str, str] = {}
+    disabled: set[str] = set()  # kinds marked "# <Kind> <id> is disabled"
     namespace: str | None = None
     vips: list[tuple[str, int]] = []
     protocols: list[str] = []
@@ -165,6 +168,7 @@ def parse_lvs(text: str) -> LvsConfig:
             pending = match[2] if match[1] == "Member" else pending
             continue
         if match := _DISABLED.match(line):
+            disabled.add(match[1])
             if match[1] == "Member":
                 members.append(RealServer(match[2], None, None, None))
             continue
@@ -174,7 +178,10 @@ def parse_lvs(text: str) -> LvsConfig:
         if words[0] == "}":
             closed = block.pop() if block else ""
             if closed == "real_server":
+                if not server:  # "real_server {" without an address and port
+                    raise ValueError("a real_server needs an address and a port")
                 members.append(RealServer(**server))  # type: ignore[arg-type]
+                server = {}
             continue
         if block[-1:] == ["virtual_server_group"] and len(words) >= 2 and words[1].isdigit():
             vips.append((_ip(words[0]), int(words[1])))
@@ -198,6 +205,8 @@ def parse_lvs(text: str) -> LvsConfig:
         tuple(dict.fromkeys(vips)),
         tuple(dict.fromkeys(protocols)),
         tuple(members),
+        ids.get("Pool"),
+        "Listener" in disabled,
     )
 
 

@@ -16,7 +16,7 @@ from amphora_agent import parsers, validation
 from amphora_agent.errors import CommandFailed, ConfigRejected, InvalidInput, NotFound
 from amphora_agent.layout import Layout
 from amphora_agent.settings import LiveSettings
-from amphora_agent.system import files
+from amphora_agent.system import announce, files
 from amphora_agent.system import haproxy as hx
 from amphora_agent.system import netns as ns
 
@@ -166,16 +166,34 @@ class LoadBalancers:
                 return f"Listener {lb_id} stoped"
             files.atomic_write(self.layout.desired_running(lb_id), b"", files.PUBLIC)
             pid = self.master_pid(lb_id)
+            details = STARTED.format(lb_id)
             if pid is None:
                 self._start(lb_id)
-                return STARTED.format(lb_id)
-            if action == "reload":
+            elif action == "reload":
                 self._reload(lb_id, pid)
-                return f"Listener {lb_id} reloaded"
-            return STARTED.format(lb_id)
+                details = f"Listener {lb_id} reloaded"
+        self._announce(lb_id)
+        return details
+
+    def _announce(self, lb_id: str) -> None:
+        """Gratuitous ARP / unsolicited NA for the bind addresses; keepalived does it in ACTIVE_STANDBY."""
+        if self._settings.current.loadbalancer_topology == "ACTIVE_STANDBY":
+            return
+        try:
+            config = parsers.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
+        except OSError as exc:  # deleted meanwhile
+            LOG.info("no announcement for %s: %s", lb_id, exc)
+            return
+        binds = tuple(bind for frontend in config.frontends for bind in frontend.binds)
+        for error in announce.announce_in(self.netns, parsers.bind_addresses(binds)):
+            LOG.info("announcement for %s skipped: %s", lb_id, error)
 
     def _start(self, lb_id: str) -> None:
         ns.ensure(self.netns)
+        stray = hx.masters_by_config(self.layout.base).get(self.layout.haproxy_cfg(lb_id))
+        if stray is not None:  # its pid file went behind our back: two masters would share the ports
+            LOG.warning("haproxy for %s (master %d) ran without its pid file: stopped it first", lb_id, stray)
+            hx.stop(stray)
         state = hx.start(self.instance(lb_id))
         LOG.info("haproxy for %s started (master %d)", lb_id, state.master_pid)
 
@@ -200,9 +218,11 @@ class LoadBalancers:
         """Stop haproxy and remove the config, certificates, sockets and state (absent is fine)."""
         validation.object_id(lb_id, "listener")
         with self.locks(lb_id):
-            if not self.exists(lb_id):
+            try:
+                config = parsers.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
+            except OSError:  # never stored, deleted already, or removed behind our back
+                self._delete_remains(lb_id)
                 return
-            config = parsers.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
             self._stop(lb_id)
             files.remove(self.layout.stats_socket(lb_id))
             if config.stats_socket:
@@ -210,6 +230,38 @@ class LoadBalancers:
             files.remove_tree(self.layout.cert_dir(lb_id))
             files.remove_tree(self.layout.lb_dir(lb_id))
             LOG.info("load balancer %s deleted", lb_id)
+
+    def _delete_remains(self, lb_id: str) -> None:
+        """Delete what is left of a load balancer whose config is gone: its haproxy and its folder."""
+        pid = self.master_pid(lb_id) or hx.masters_by_config(self.layout.base).get(
+            self.layout.haproxy_cfg(lb_id)
+        )
+        if pid is None and not self.layout.lb_dir(lb_id).exists():
+            return  # nothing here: deleting is a no-op (tenant certificates uploaded first are kept)
+        if pid is not None:
+            hx.stop(pid)
+        files.remove(self.layout.stats_socket(lb_id))
+        files.remove_tree(self.layout.cert_dir(lb_id))
+        files.remove_tree(self.layout.lb_dir(lb_id))
+        LOG.warning(
+            "load balancer %s deleted (its configuration had been removed; haproxy pid %s)", lb_id, pid
+        )
+
+    def orphans(self) -> dict[str, str]:
+        """Load balancers whose config was removed behind the agent's back: id -> what is left of them."""
+        stored = set(self.layout.lb_ids())
+        found = {}
+        for config, pid in hx.masters_by_config(self.layout.base).items():
+            lb_id = config.parent.name
+            if config == self.layout.haproxy_cfg(lb_id) and lb_id not in stored:
+                found[lb_id] = f"its haproxy (master {pid}) still runs, unsupervised"
+        for marker in self.layout.base.glob(
+            str(self.layout.desired_running("*").relative_to(self.layout.base))
+        ):
+            lb_id = marker.parent.name
+            if lb_id not in stored and lb_id not in found:
+                found[lb_id] = "it should run, but cannot be started"
+        return found
 
     def ensure_running(self, lb_id: str) -> bool:
         """Start ``lb_id`` if it should run and does not; return whether it started it."""

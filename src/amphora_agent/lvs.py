@@ -20,7 +20,7 @@ from amphora_agent.errors import CommandFailed, ConfigRejected, NotFound
 from amphora_agent.keepalived import CheckScripts, KeepalivedLayout, decode, install
 from amphora_agent.loadbalancers import LockTable
 from amphora_agent.settings import LiveSettings
-from amphora_agent.system import files
+from amphora_agent.system import announce, files
 from amphora_agent.system import keepalived as ka
 from amphora_agent.system import netns as ns
 
@@ -122,11 +122,18 @@ class LvsListeners:
 
     def validate(self, config: Path, text: str) -> kt.Verdict:
         """``keepalived -t``; without IPVS (where -t skips ``virtual_server``) also a checker dry start."""
+        try:
+            parsed = kt.parse_lvs(text)
+        except ValueError as exc:  # an address or port the agent cannot read: keepalived would not either
+            return kt.Verdict(fatal=(f"unreadable LVS config: {exc}",))
         bin_dir = self.paths.bin_dir
         verdict = kt.classify(
             ka.config_test(config, self.netns, bin_dir), extra_fatal=kt.lvs_problems(text, self.netns)
         )
-        if ka.ipvs_unavailable() is None:
+        # the checker stops at IPVS only when a virtual server with a real server needs it; with none
+        # it would run until killed (30 s, then a 500)
+        needs_ipvs = parsed.has_virtual_server and any(member.enabled for member in parsed.members)
+        if ka.ipvs_unavailable() is None or not needs_ipvs:
             return verdict
         with tempfile.TemporaryDirectory(prefix=".dry-", dir=self.paths.lvs_dir) as scratch:
             output = ka.checker_dry_start(config, Path(scratch), self.netns, bin_dir)
@@ -149,9 +156,24 @@ class LvsListeners:
         self._require(listener_id)
         try:
             with self._locks(listener_id):
-                return self._act(listener_id, action)
+                details = self._act(listener_id, action)
         finally:
             self._scripts.refresh()
+        if action != "stop":
+            self.announce_vips(listener_id)
+        return details
+
+    def announce_vips(self, listener_id: str) -> None:
+        """Gratuitous ARP / unsolicited NA for the listener's VIPs; keepalived does it in ACTIVE_STANDBY."""
+        if self._live.current.loadbalancer_topology == "ACTIVE_STANDBY":
+            return
+        try:
+            config = kt.parse_lvs(self.paths.lvs(listener_id).read_text())
+        except (OSError, ValueError) as exc:  # deleted meanwhile, or not parsable
+            LOG.info("no announcement for %s: %s", listener_id, exc)
+            return
+        for error in announce.announce_in(self.netns, [address for address, _ in config.vips]):
+            LOG.info("announcement for %s skipped: %s", listener_id, error)
 
     def _act(self, listener_id: str, action: str) -> str:
         marker = self.paths.lvs(listener_id, "running")

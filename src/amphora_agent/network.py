@@ -76,7 +76,7 @@ def load_object(body: bytes, message: str) -> dict[str, Any]:
     """The body as a JSON object, or BadBody(message)."""
     try:
         data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested past the parser's limit
         raise BadBody(message) from exc
     if not isinstance(data, dict):
         raise BadBody(message)

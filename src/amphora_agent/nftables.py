@@ -54,7 +54,7 @@ def parse_rules(body: bytes) -> list[FirewallRule]:
     """The controller's rule list (an array of {protocol, cidr, port}); anything else is a 400."""
     try:
         data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested past the parser's limit
         raise BadBody("Invalid rules information") from exc
     if not isinstance(data, list):
         raise BadBody("Invalid rules information")

@@ -32,6 +32,7 @@ class ListenerSample:
     bin: int = 0
     bout: int = 0
     ereq: int = 0
+    counted: bool = True  # False when the counters could not be read this beat (LVS: ipvsadm failed)
 
     def counters(self) -> dict[str, int]:
         """The absolute values the deltas are computed from."""
@@ -67,7 +68,7 @@ LvsSource = Callable[[], Sample]  # UDP/SCTP listeners (pools keyed by bare pool
 
 
 def no_lvs() -> Sample:
-    """The LVS source while the kernel has no IPVS: no UDP/SCTP listeners to report."""
+    """An empty LVS source (the agent passes ``lvs_stats.LvsStats``): no UDP/SCTP listeners."""
     return Sample()
 
 

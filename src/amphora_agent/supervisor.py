@@ -48,6 +48,41 @@ def haproxy_units(lbs: LoadBalancers) -> list[Unit]:
     ]
 
 
+class OrphanReport:
+    """A unit source that starts nothing: it says (once each) which load balancers lost their config
+    behind the agent's back, and when that is over. They are not in /listeners, /details or the
+    heartbeat; deleting them (or uploading their config again) puts things right."""
+
+    def __init__(self, lbs: LoadBalancers, every: float = 2.0) -> None:
+        self._lbs = lbs
+        self.every = every
+        self._next = 0.0
+        self._told: dict[str, str] = {}
+
+    def __call__(self) -> list[Unit]:
+        """Check at most every ``every`` seconds (one /proc scan); never a unit to start."""
+        now = time.monotonic()
+        if now < self._next:
+            return []
+        self._next = now + self.every
+        try:
+            current = self._lbs.orphans()
+        except OSError as exc:  # an unreadable base path: say so, and try again next time
+            LOG.warning("could not look for load balancers without configuration: %s", exc)
+            return []
+        for lb_id, what in current.items():
+            if self._told.get(lb_id) != what:
+                LOG.error(
+                    "the configuration of load balancer %s was removed behind the agent's back: %s",
+                    lb_id,
+                    what,
+                )
+        for lb_id in self._told.keys() - current.keys():
+            LOG.warning("load balancer %s without configuration: resolved", lb_id)
+        self._told = current
+        return []
+
+
 class Supervisor:
     """Desired vs. actual state of every unit, checked every ``interval`` seconds, sources in order."""
 

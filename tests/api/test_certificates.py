@@ -180,8 +180,10 @@ def test_put_config_applies_mutable_options(agent: Agent) -> None:
         b"[health_manager]\nheartbeat_interval = soon\n",
         b"[controller_worker]\nloadbalancer_topology = ACTIVE_ACTIVE\n",
         b"[DEFAULT]\ndebug = \xff\n",
+        b"",
+        b" \n\n",
     ],
-    ids=["not-ini", "bad-int", "bad-choice", "not-utf8"],
+    ids=["not-ini", "bad-int", "bad-choice", "not-utf8", "empty", "blank"],
 )
 def test_put_bad_config_is_400_and_changes_nothing(agent: Agent, body: bytes) -> None:
     """A file that does not parse answers 400; the file on disk and the live settings stay as they were."""

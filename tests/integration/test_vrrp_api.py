@@ -10,6 +10,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,6 +164,32 @@ def test_killed_keepalived_is_restarted_also_after_an_agent_restart(
     amp.start_agent()
     assert keepalived_pid(amp) is not None  # started before the agent answered its first request
     assert lab.wait_until(lambda: holds_vip(amp), 10)
+
+
+@pytest.mark.parametrize("target", ["main", "vrrp child"])
+def test_killed_keepalived_is_back_within_two_seconds(
+    amp: lab.Amphora, vrrp_conf: bytes, lb: str, target: str
+) -> None:
+    """SIGKILL of keepalived's main process (the supervisor restarts it) or of its VRRP child (keepalived
+    respawns it): running again within 2 s; a restarted main becomes MASTER again."""
+    with amp.client() as api:
+        api.put("/1.0/vrrp/upload", content=vrrp_conf).raise_for_status()
+        api.put("/1.0/vrrp/start").raise_for_status()
+    assert lab.wait_until(lambda: holds_vip(amp), 10), "keepalived never became MASTER"
+    main = keepalived_pid(amp)
+    child = read_pid(amp.base / "vrrp" / "octavia-keepalived.vrrp.pid")
+    assert main is not None and child is not None
+    killed = time.monotonic()
+    os.kill(main if target == "main" else child, signal.SIGKILL)
+
+    def back() -> bool:
+        child_now = read_pid(amp.base / "vrrp" / "octavia-keepalived.vrrp.pid")
+        return keepalived_pid(amp) is not None and child_now != child and is_running(child_now, "keepalived")
+
+    assert lab.wait_until(back, 2.0, 0.02), f"keepalived ({target}) not back 2 s after the kill"
+    print(f"keepalived ({target}) back after {time.monotonic() - killed:.2f} s")
+    if target == "main":  # a new VRRP instance: it takes over the VIP again (its child did not stop)
+        assert lab.wait_until(lambda: holds_vip(amp), 10), "the restarted keepalived never became MASTER"
 
 
 def test_check_chain_follows_the_load_balancers(

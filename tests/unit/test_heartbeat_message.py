@@ -186,6 +186,18 @@ def test_incomplete_sample_keeps_counters_of_silent_listeners() -> None:
     assert counters["silent"] == old["silent"]
 
 
+def test_uncounted_listener_reports_no_traffic_and_keeps_its_counters() -> None:
+    """Counters that could not be read this beat: zero deltas, the last values kept, nothing counted twice."""
+    old = {"udp": {"bin": 50, "bout": 60, "ereq": 0, "stot": 5}}
+    sample = Sample({"udp": ListenerSample("OPEN", counted=False)}, {})
+    message, counters = heartbeat.build_message("amp", 0, sample, old)
+    assert message["listeners"]["udp"]["stats"] == {"tx": 0, "rx": 0, "conns": 0, "totconns": 0, "ereq": 0}
+    assert counters == old
+    later = Sample({"udp": ListenerSample("OPEN", stot=7, bin=80, bout=90)}, {})
+    message, _ = heartbeat.build_message("amp", 1, later, counters)
+    assert message["listeners"]["udp"]["stats"]["totconns"] == 2
+
+
 def test_lvs_listeners_follow_haproxy_ones_with_bare_pool_ids() -> None:
     """An LVS source's listeners and bare-id pools are appended to haproxy's."""
     haproxy = Sample({"l1": ListenerSample("OPEN")}, {"p1:l1": PoolSample("UP", {"m": "UP"})})

@@ -102,6 +102,10 @@ def test_plug_vip_answers(
         ("POST", "/1.0/plug/vip/198.51.100.10", b"[]", "Invalid subnet information"),
         ("POST", "/1.0/plug/network", b"{}", "Invalid port information"),
         ("PUT", "/1.0/interface/198.51.100.11/rules", b'[{"protocol": "ICMP"}]', "Invalid rules information"),
+        # nested past the JSON parser's recursion limit: a 400, not a crash
+        ("POST", "/1.0/plug/vip/198.51.100.10", b"[" * 200_000, "Invalid subnet information"),
+        ("POST", "/1.0/plug/network", b'{"a":' * 100_000, "Invalid port information"),
+        ("PUT", "/1.0/interface/198.51.100.11/rules", b"[" * 200_000, "Invalid rules information"),
     ],
 )
 def test_framework_style_400s(tmp_path: Path, method: str, path: str, content: bytes, text: str) -> None:

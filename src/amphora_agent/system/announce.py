@@ -1,8 +1,9 @@
 """Gratuitous ARP and unsolicited neighbour advertisements: tell the segment where addresses live.
 
-Call these from a thread that has joined the namespace holding the interface (``netlink.run``):
-the sockets are opened in the caller's namespace. Failures are returned, never raised: an
-announcement is an optimisation, the neighbours learn the address on their own later.
+``announce`` must be called from a thread that has joined the namespace holding the interface
+(``netlink.run``): the sockets are opened in the caller's namespace. ``announce_in`` does that for
+addresses of a namespace, finding the link that holds each. Failures are returned, never raised:
+an announcement is an optimisation, the neighbours learn the address on their own later.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterable
+
+from amphora_agent.system import netlink as nl
 
 ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6
@@ -57,3 +61,44 @@ def announce(ifname: str, ifindex: int, mac: str, addresses: list[str]) -> list[
         except OSError as exc:
             errors.append(f"NA for {address} on {ifname}: {exc}")
     return errors
+
+
+def announceable(addresses: Iterable[str]) -> list[str]:
+    """The addresses worth announcing, compressed, each once: no loopback, unspecified or non-IP."""
+    found: dict[str, None] = {}
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            continue
+        if not (address.is_loopback or address.is_unspecified):
+            found.setdefault(address.compressed)
+    return list(found)
+
+
+def announce_in(namespace: str, addresses: Iterable[str]) -> list[str]:
+    """Announce each address out of the link that holds it in ``namespace``; return the errors.
+
+    An address no link holds is skipped, as the existing agent skips it.
+    """
+    wanted = announceable(addresses)
+    if not wanted:
+        return []
+
+    def inside(link: nl.Netlink) -> list[str]:
+        links = {x.index: x for x in link.links()}
+        held: dict[int, list[str]] = {}
+        claimed: set[str] = set()
+        for info in link.addresses():
+            if info.address in wanted and info.address not in claimed and info.index in links:
+                held.setdefault(info.index, []).append(info.address)
+                claimed.add(info.address)
+        errors = []
+        for index, found in held.items():
+            errors += announce(links[index].name, index, links[index].mac, found)
+        return errors
+
+    try:
+        return nl.run(namespace, inside)
+    except Exception as exc:  # a missing namespace or a netlink error: nothing announced
+        return [f"{', '.join(wanted)} in {namespace}: {exc}"]

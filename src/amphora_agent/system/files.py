@@ -81,10 +81,21 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def clean_stale_temps(folder: Path) -> None:
-    """Drop temp files a crash left behind in ``folder`` (they were never renamed into place)."""
+def clean_stale_temps(folder: Path, name: str = "*", recursive: bool = False) -> list[Path]:
+    """Drop temp files a crash left behind in ``folder`` (never renamed into place); return them.
+
+    ``name`` narrows it to the temps of one file (in a folder the agent shares), ``recursive`` looks
+    in every subfolder too. A temp whose writer (the pid in its name) is still alive is kept.
+    """
     if not folder.is_dir():
-        return
-    for entry in folder.glob(".*.tmp-*"):
+        return []
+    pattern = f".{name}.tmp-*"
+    removed = []
+    for entry in folder.rglob(pattern) if recursive else folder.glob(pattern):
+        pid = entry.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and Path(f"/proc/{pid}").exists():
+            continue
         with contextlib.suppress(OSError):
             entry.unlink()
+            removed.append(entry)
+    return removed

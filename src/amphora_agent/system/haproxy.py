@@ -217,6 +217,30 @@ def stop(pid: int, timeout: float = STOP_TIMEOUT) -> None:
     raise CommandFailed("Error stopping haproxy", f"haproxy process with PID {pid} did not stop")
 
 
+def masters_by_config(folder: Path) -> dict[Path, int]:
+    """Live haproxy masters whose config (first ``-f``) lies under ``folder``: config -> master pid.
+
+    One scan of /proc, independent of pid files: it finds a master whose pid file or whole folder
+    was removed. Workers (children of a found master) and ``-c`` checks are left out.
+    """
+    prefix = str(folder).rstrip("/") + "/"
+    found: dict[int, tuple[Path, int]] = {}  # pid -> (config, parent pid)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except (OSError, IndexError):
+            continue
+        if "haproxy" not in os.path.basename(argv[0]) or "-c" in argv or "-f" not in argv[:-1]:
+            continue
+        config = argv[argv.index("-f") + 1]
+        if config.startswith(prefix) and len(stat) > 1 and stat[0] not in ("Z", "X"):
+            found[int(entry.name)] = (Path(config), int(stat[1]))
+    return {config: pid for pid, (config, parent) in found.items() if parent not in found}
+
+
 def _reap(pid: int) -> None:
     """Collect ``pid`` if it happens to be our child (it normally is not: haproxy daemonises)."""
     with contextlib.suppress(ChildProcessError):
