@@ -8,8 +8,8 @@ bootstrap:
 	./scripts/bootstrap.sh
 
 lint: bootstrap
-	.venv/bin/ruff check src tests bench
-	.venv/bin/ruff format --check src tests bench
+	.venv/bin/ruff check src tests bench scripts
+	.venv/bin/ruff format --check src tests bench scripts
 	.venv/bin/mypy
 
 test: lint
