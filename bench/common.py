@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import ssl
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from amphora_agent import lab
+from amphora_agent.demo import CLIENT_ADDRESS, HAPROXY_MEMBER_SIDE, MEMBER_HOSTS, VIP
+from amphora_agent.labconfig import Member
 
 
 class MTLSConnection(http.client.HTTPSConnection):
@@ -162,3 +167,32 @@ def print_figures(title: str, figures: list[Figure], note: str = "") -> None:
         )
         if index == 0:
             print("-" * (sum(widths) + 2 * len(widths) + 7))
+
+
+TWO_MEMBERS = (Member("member-1", MEMBER_HOSTS[0], 80), Member("member-2", MEMBER_HOSTS[1], 80))
+
+
+def start_serving(amp: lab.Amphora, members: lab.Backends) -> None:
+    """Create the amphora, start its agent, wire the demo's VIP network and start two members."""
+    amp.create()
+    amp.start_agent()
+    amp.wire_tenant(
+        vips=[f"{VIP}/24"],
+        member_addresses=[CLIENT_ADDRESS, *(f"{host}/24" for host in MEMBER_HOSTS)],
+        haproxy_side=[HAPROXY_MEMBER_SIDE],
+    )
+    for member in TWO_MEMBERS:
+        members.start(member.address, member.port, member.name)
+
+
+@contextlib.contextmanager
+def lab_amphora(prefix: str) -> Iterator[tuple[lab.Amphora, lab.Backends]]:
+    """An amphora (not created yet) and member servers; everything is removed by PID afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        amp = lab.Amphora(Path(tmp))
+        members = lab.Backends()
+        try:
+            yield amp, members
+        finally:
+            members.stop()
+            amp.destroy()

@@ -11,23 +11,25 @@ import multiprocessing.queues
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from amphora_agent import lab, parsers
-from amphora_agent.demo import CLIENT_ADDRESS, HAPROXY, HAPROXY_MEMBER_SIDE, MEMBER_HOSTS, VIP, preflight
-from amphora_agent.labconfig import Listener, Load, Member, fixed_id, http_get, render_config
+from amphora_agent.demo import HAPROXY, VIP, preflight
+from amphora_agent.labconfig import Listener, Load, fixed_id, http_get, render_config
 from bench.common import (
+    TWO_MEMBERS,
     AgentClient,
     Figure,
     child_pids,
     cpu_seconds,
+    lab_amphora,
     loadavg,
     median_p99,
     ms,
     print_figures,
     proc_status,
+    start_serving,
 )
 
 LB_ID = fixed_id("bench/loadbalancer")
@@ -38,7 +40,7 @@ N_INFO, N_DETAILS, N_LISTENERS, N_PUT = 300, 100, 300, 30
 N_CHANGES = 15
 N_RELOADS = 50
 RPS_CLIENTS, RPS_SECONDS = 8, 5.0
-MEMBERS = (Member("member-1", MEMBER_HOSTS[0], 80), Member("member-2", MEMBER_HOSTS[1], 80))
+MEMBERS = TWO_MEMBERS
 
 
 def listeners(generation: int) -> tuple[Listener, ...]:
@@ -277,15 +279,7 @@ def _rps_worker(
 
 def measure(amp: lab.Amphora, members: lab.Backends) -> list[Figure]:
     """Every core figure, in an order where the memory figures come first."""
-    amp.create()
-    amp.start_agent()
-    amp.wire_tenant(
-        vips=[f"{VIP}/24"],
-        member_addresses=[CLIENT_ADDRESS, *(f"{host}/24" for host in MEMBER_HOSTS)],
-        haproxy_side=[HAPROXY_MEMBER_SIDE],
-    )
-    for member in MEMBERS:
-        members.start(member.address, member.port, member.name)
+    start_serving(amp, members)
     bench = CoreBench(amp)
     time.sleep(1.0)
     idle = bench.rss()
@@ -339,14 +333,8 @@ def main() -> int:
         return 2
     lab.isolate()
     print(f"core bench: agent, API and haproxy lifecycle ({loadavg()} at start)", flush=True)
-    with tempfile.TemporaryDirectory(prefix="ampbench") as tmp:
-        amp = lab.Amphora(Path(tmp))
-        members = lab.Backends()
-        try:
-            figures = measure(amp, members)
-        finally:
-            members.stop()
-            amp.destroy()
+    with lab_amphora("ampbench") as (amp, members):
+        figures = measure(amp, members)
     print_figures(
         "core: agent and haproxy lifecycle",
         figures,

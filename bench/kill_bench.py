@@ -19,7 +19,6 @@ import random
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,12 +26,21 @@ from pathlib import Path
 import httpx
 
 from amphora_agent import lab
-from amphora_agent.demo import CLIENT_ADDRESS, HAPROXY_MEMBER_SIDE, MEMBER_HOSTS, VIP, preflight
-from amphora_agent.labconfig import Listener, Load, Member, fixed_id, render_config
-from bench.common import Figure, loadavg, median_p99, print_figures, roomy_client_ports
+from amphora_agent.demo import VIP, preflight
+from amphora_agent.labconfig import Listener, Load, fixed_id, render_config
+from bench.common import (
+    TWO_MEMBERS,
+    Figure,
+    lab_amphora,
+    loadavg,
+    median_p99,
+    print_figures,
+    roomy_client_ports,
+    start_serving,
+)
 
 LB_ID = fixed_id("bench/kill-loadbalancer")
-MEMBERS = (Member("member-1", MEMBER_HOSTS[0], 80), Member("member-2", MEMBER_HOSTS[1], 80))
+MEMBERS = TWO_MEMBERS
 LISTENERS = (Listener("kill-http", "HTTP", 80, MEMBERS),)
 DEFAULT_KILLS = 100
 SEED = 7
@@ -136,15 +144,7 @@ class KillBench:
 
 def run(amp: lab.Amphora, members: lab.Backends, kills: int) -> list[Figure]:
     """Set up, kill ``kills`` times under traffic, and return the figures."""
-    amp.create()
-    amp.start_agent()
-    amp.wire_tenant(
-        vips=[f"{VIP}/24"],
-        member_addresses=[CLIENT_ADDRESS, *(f"{host}/24" for host in MEMBER_HOSTS)],
-        haproxy_side=[HAPROXY_MEMBER_SIDE],
-    )
-    for member in MEMBERS:
-        members.start(member.address, member.port, member.name)
+    start_serving(amp, members)
     bench = KillBench(amp, random.Random(SEED))
     bench.setup()
     began = time.monotonic()
@@ -194,14 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     lab.isolate()
     roomy_client_ports()  # a new connection per request for minutes
     print(f"kill bench: {args.kills} SIGKILLs of the agent mid-upload ({loadavg()} at start)", flush=True)
-    with tempfile.TemporaryDirectory(prefix="ampkill") as tmp:
-        amp = lab.Amphora(Path(tmp))
-        members = lab.Backends()
-        try:
-            figures = run(amp, members, args.kills)
-        finally:
-            members.stop()
-            amp.destroy()
+    with lab_amphora("ampkill") as (amp, members):
+        figures = run(amp, members, args.kills)
     print_figures("kill: SIGKILL mid-upload", figures, f"{loadavg()} at the end")
     missed = [f.name for f in figures if f.met is False]
     print(f"\n{len(missed)} target(s) missed" + (f": {'; '.join(missed)}" if missed else ""))

@@ -20,27 +20,29 @@ import argparse
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from amphora_agent import lab
-from amphora_agent.demo import CLIENT_ADDRESS, HAPROXY_MEMBER_SIDE, MEMBER_HOSTS, VIP, preflight
-from amphora_agent.labconfig import Listener, Load, Member, fixed_id, render_config
+from amphora_agent.demo import VIP, preflight
+from amphora_agent.labconfig import Listener, Load, fixed_id, render_config
 from bench.common import (
+    TWO_MEMBERS,
     AgentClient,
     Figure,
+    lab_amphora,
     loadavg,
     median_p99,
     print_figures,
     proc_status,
     roomy_client_ports,
+    start_serving,
 )
 
 LB_ID = fixed_id("bench/soak-loadbalancer")
-MEMBERS = (Member("member-1", MEMBER_HOSTS[0], 80), Member("member-2", MEMBER_HOSTS[1], 80))
+MEMBERS = TWO_MEMBERS
 PORTS = (80, 8080, 8081)
 DEFAULT_UPDATES, WARM_UP = 1000, 100
 GROWTH_TARGET = 0.10
@@ -194,15 +196,7 @@ def run(amp: lab.Amphora, members: lab.Backends, updates: int) -> list[Figure]:
 def _run(amp: lab.Amphora, members: lab.Backends, updates: int, beats: Heartbeats) -> list[Figure]:
     namespaces_before = len(our_namespaces())
     processes_before = sum(1 for entry in os.listdir("/proc") if entry.isdigit())
-    amp.create()
-    amp.start_agent()
-    amp.wire_tenant(
-        vips=[f"{VIP}/24"],
-        member_addresses=[CLIENT_ADDRESS, *(f"{host}/24" for host in MEMBER_HOSTS)],
-        haproxy_side=[HAPROXY_MEMBER_SIDE],
-    )
-    for member in MEMBERS:
-        members.start(member.address, member.port, member.name)
+    start_serving(amp, members)
     assert amp.process is not None
     agent_pid = amp.process.pid
     api = AgentClient(amp)
@@ -336,15 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     lab.isolate()
     roomy_client_ports()  # a new connection per request for minutes
     print(f"soak bench: {args.updates} updates with reloads under traffic ({loadavg()} at start)", flush=True)
-    with tempfile.TemporaryDirectory(prefix="ampsoak") as tmp:
-        amp = lab.Amphora(Path(tmp))
-        members = lab.Backends()
-        try:
-            figures = run(amp, members, args.updates)
-        finally:
-            members.stop()
-            amp.destroy()
-        namespaces, processes = our_namespaces(), left_behind(Path(tmp))
+    with lab_amphora("ampsoak") as (amp, members):
+        figures = run(amp, members, args.updates)
+    namespaces, processes = our_namespaces(), left_behind(amp.workdir)  # after the clean-up
     figures.append(
         Figure(
             "Left after clean-up: namespaces / processes of the run",
