@@ -322,8 +322,8 @@ class Amphora:
                 pids.append(int(pid_file.read_text().split()[0]))
         return pids
 
-    def haproxy_processes(self) -> list[int]:
-        """Every live haproxy process (masters and workers) running a config under our base path."""
+    def _processes(self, program: bytes) -> list[int]:
+        """Live processes whose program is ``program`` and whose command line names our base path."""
         found = []
         marker = str(self.base).encode()
         for entry in Path("/proc").iterdir():
@@ -331,22 +331,18 @@ class Amphora:
                 continue
             with contextlib.suppress(OSError):
                 cmdline = (entry / "cmdline").read_bytes()
-                if b"haproxy" in cmdline.split(b"\0", 1)[0] and marker in cmdline and _alive(int(entry.name)):
+                name = os.path.basename(cmdline.split(b"\0", 1)[0])
+                if name == program and marker in cmdline and _alive(int(entry.name)):
                     found.append(int(entry.name))
         return sorted(found)
 
+    def haproxy_processes(self) -> list[int]:
+        """Every live haproxy process (masters and workers) running a config under our base path."""
+        return self._processes(b"haproxy")
+
     def keepalived_processes(self) -> list[int]:
         """Every live keepalived process (VRRP or LVS, main and children) with a config under our base."""
-        found = []
-        marker = str(self.base).encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                cmdline = (entry / "cmdline").read_bytes()
-                if cmdline.startswith(b"keepalived\0") and marker in cmdline and _alive(int(entry.name)):
-                    found.append(int(entry.name))
-        return sorted(found)
+        return self._processes(b"keepalived")
 
     def destroy(self) -> None:
         """Stop the agent and every haproxy it started (by PID), delete links and namespaces."""
