@@ -8,15 +8,15 @@ bootstrap:
 	./scripts/bootstrap.sh
 
 lint: bootstrap
-	.venv/bin/ruff check src tests bench scripts
-	.venv/bin/ruff format --check src tests bench scripts
+	.venv/bin/ruff check src lab tests bench scripts
+	.venv/bin/ruff format --check src lab tests bench scripts
 	.venv/bin/mypy
 
 test: lint
-	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 demo: bootstrap
-	$(PY) -m amphora_agent.demo
+	$(PY) -m lab.demo
 
 bench: bootstrap
 	$(PY) -m bench

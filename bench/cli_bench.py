@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from amphora_agent import lab
+from lab import namespaces
+
 from bench.common import Figure, ms, print_figures
 
 RUNS = 15
@@ -46,7 +47,7 @@ def shown(figures: tuple[float, float]) -> str:
     return f"{ms(figures[0])} (cpu {ms(figures[1])})"
 
 
-def ctl_env(amp: lab.Amphora) -> dict[str, str]:
+def ctl_env(amp: namespaces.Amphora) -> dict[str, str]:
     """The environment an operator would export for this amphora."""
     return {
         **os.environ,
@@ -62,11 +63,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("cli_bench: needs root (network namespaces)")
         return 1
-    lab.isolate()
+    namespaces.isolate()
     load = os.getloadavg()[0]
     amphoractl = str(Path(sys.executable).with_name("amphoractl"))
     with tempfile.TemporaryDirectory(prefix="amp") as tmp:
-        amp = lab.Amphora(Path(tmp)).create()
+        amp = namespaces.Amphora(Path(tmp)).create()
         try:
             amp.start_agent()
             env = ctl_env(amp)

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from amphora_agent import lab
-from amphora_agent.demo import CLIENT_ADDRESS, HAPROXY_MEMBER_SIDE, MEMBER_HOSTS, VIP
-from amphora_agent.labconfig import Member
+from lab import namespaces
+from lab.configs import CLIENT_ADDRESS, HAPROXY_MEMBER_SIDE, MEMBER_HOSTS, VIP, Member
 
 
 class MTLSConnection(http.client.HTTPSConnection):
@@ -35,7 +34,7 @@ class MTLSConnection(http.client.HTTPSConnection):
 class AgentClient:
     """A light client over one kept-alive mTLS connection: little client time in the figures."""
 
-    def __init__(self, amp: lab.Amphora) -> None:
+    def __init__(self, amp: namespaces.Amphora) -> None:
         host = amp.url.split("[", 1)[1].split("]", 1)[0]
         self._conn = MTLSConnection(host, 9443, amp.ssl_context(), amp.amphora_id)
         self.reconnects = 0
@@ -127,10 +126,10 @@ def roomy_client_ports() -> None:
     A load that opens a new connection per request for minutes (about 500/s here) otherwise runs
     out of ephemeral ports towards the one VIP:port (28,000 ports, 60 s in TIME_WAIT each), and the
     client's ``EADDRNOTAVAIL`` would count as failed requests. Both settings are per namespace: call
-    this after ``lab.isolate()``, never on the host.
+    this after ``namespaces.isolate()``, never on the host.
     """
-    lab.sh("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
-    lab.sh("sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000")
+    namespaces.sh("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+    namespaces.sh("sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000")
 
 
 def loadavg() -> str:
@@ -172,7 +171,7 @@ def print_figures(title: str, figures: list[Figure], note: str = "") -> None:
 TWO_MEMBERS = (Member("member-1", MEMBER_HOSTS[0], 80), Member("member-2", MEMBER_HOSTS[1], 80))
 
 
-def start_serving(amp: lab.Amphora, members: lab.Backends) -> None:
+def start_serving(amp: namespaces.Amphora, members: namespaces.Backends) -> None:
     """Create the amphora, start its agent, wire the demo's VIP network and start two members."""
     amp.create()
     amp.start_agent()
@@ -186,11 +185,11 @@ def start_serving(amp: lab.Amphora, members: lab.Backends) -> None:
 
 
 @contextlib.contextmanager
-def lab_amphora(prefix: str) -> Iterator[tuple[lab.Amphora, lab.Backends]]:
+def lab_amphora(prefix: str) -> Iterator[tuple[namespaces.Amphora, namespaces.Backends]]:
     """An amphora (not created yet) and member servers; everything is removed by PID afterwards."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        amp = lab.Amphora(Path(tmp))
-        members = lab.Backends()
+        amp = namespaces.Amphora(Path(tmp))
+        members = namespaces.Backends()
         try:
             yield amp, members
         finally:

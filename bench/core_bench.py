@@ -14,9 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from amphora_agent import lab, parsers
-from amphora_agent.demo import HAPROXY, VIP, preflight
-from amphora_agent.labconfig import Listener, Load, fixed_id, http_get, render_config
+from lab import namespaces
+from lab.configs import HAPROXY, VIP, Listener, Load, fixed_id, http_get, render_config
+from lab.namespaces import preflight
+
+from amphora_agent.loadbalancers import haproxy_config
 from bench.common import (
     TWO_MEMBERS,
     AgentClient,
@@ -64,7 +66,7 @@ def listeners(generation: int) -> tuple[Listener, ...]:
 class CoreBench:
     """One amphora with a 10-listener load balancer, measured through its API."""
 
-    def __init__(self, amp: lab.Amphora) -> None:
+    def __init__(self, amp: namespaces.Amphora) -> None:
         self.amp = amp
         self.api = AgentClient(amp)
         self.put_path = f"/1.0/loadbalancer/{amp.amphora_id}/{LB_ID}/haproxy"
@@ -84,7 +86,7 @@ class CoreBench:
         self.check_file.write_bytes(config)
         argv = [str(HAPROXY), "-c", "-f", str(self.check_file)]
         argv += ["-f", str(self.amp.base / "haproxy-default-user-group.conf")]
-        argv += ["-L", parsers.peer_name(self.amp.amphora_id)]
+        argv += ["-L", haproxy_config.peer_name(self.amp.amphora_id)]
         started = time.perf_counter()
         done = subprocess.run(argv, capture_output=True, check=False)
         elapsed = time.perf_counter() - started
@@ -258,7 +260,10 @@ class CoreBench:
 
 
 def _rps_worker(
-    amp: lab.Amphora, start_at: float, seconds: float, queue: multiprocessing.queues.Queue[tuple[int, int]]
+    amp: namespaces.Amphora,
+    start_at: float,
+    seconds: float,
+    queue: multiprocessing.queues.Queue[tuple[int, int]],
 ) -> None:
     """One client process: its own connection, ``GET /1.0/info`` in a loop for ``seconds``."""
     done = failed = 0
@@ -277,7 +282,7 @@ def _rps_worker(
         queue.put((done, failed))
 
 
-def measure(amp: lab.Amphora, members: lab.Backends) -> list[Figure]:
+def measure(amp: namespaces.Amphora, members: namespaces.Backends) -> list[Figure]:
     """Every core figure, in an order where the memory figures come first."""
     start_serving(amp, members)
     bench = CoreBench(amp)
@@ -331,7 +336,7 @@ def main() -> int:
     if problem:
         print(f"core bench: {problem}", file=sys.stderr)
         return 2
-    lab.isolate()
+    namespaces.isolate()
     print(f"core bench: agent, API and haproxy lifecycle ({loadavg()} at start)", flush=True)
     with lab_amphora("ampbench") as (amp, members):
         figures = measure(amp, members)

@@ -2,7 +2,7 @@
 
 ``python -m bench failover [--rounds N] [--profiles default,fast,v3] [--kinds haproxy,...]``.
 Needs root: two amphorae (real agents) share a VIP network in namespaces of their own
-(``amphora_agent.lab_vrrp``), configured only through the API with the controller's keepalived configs.
+(``lab.vrrp``), configured only through the API with the controller's keepalived configs.
 A client sends a request to the VIP every 20 ms on a new connection; the gap is the longest time
 without a successful request around each failover. Each kind breaks the current MASTER, then repairs
 it and waits until it is BACKUP again, so the roles alternate:
@@ -37,8 +37,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from amphora_agent import lab
-from amphora_agent.lab_vrrp import FAST_TIMERS, Pair, Prober, Timers, default_fixtures, running_pair
+from lab import namespaces
+from lab.vrrp import FAST_TIMERS, Pair, Prober, Timers, default_fixtures, running_pair
+
 from bench.common import Figure, loadavg, print_figures
 
 TARGET_MEDIAN = 4.0  # seconds, with the controller's default timers
@@ -73,7 +74,7 @@ def break_and_repair(pair: Pair, kind: str, index: int) -> tuple[Callable[[], ob
         return lambda: pair.vrrp(index, "stop"), lambda: pair.vrrp(index, "start")
     if kind == "link":
         link = ("ip", "-n", amp.haproxy_ns, "link", "set", "eth1")
-        return lambda: lab.sh(*link, "down"), lambda: lab.sh(*link, "up")
+        return lambda: namespaces.sh(*link, "down"), lambda: namespaces.sh(*link, "up")
     raise ValueError(f"unknown failover kind {kind}")
 
 
@@ -84,19 +85,19 @@ def one_failover(pair: Pair, kind: str) -> float:
         raise RuntimeError(f"no clean MASTER/BACKUP pair before a {kind} failover")
     breaks, repair = break_and_repair(pair, kind, master)
     with Prober() as prober:
-        if not lab.wait_until(lambda: prober.succeeded_since(time.monotonic() - 0.5), 10):
+        if not namespaces.wait_until(lambda: prober.succeeded_since(time.monotonic() - 0.5), 10):
             raise RuntimeError("the VIP does not answer")
         broken = time.monotonic()
         breaks()
-        if not lab.wait_until(lambda: pair.master() == 1 - master, 60, 0.05):
+        if not namespaces.wait_until(lambda: pair.master() == 1 - master, 60, 0.05):
             raise RuntimeError(f"{kind}: the BACKUP never took the VIP")
         moved = time.monotonic()
-        if not lab.wait_until(lambda: prober.succeeded_since(moved, 10), 30):
+        if not namespaces.wait_until(lambda: prober.succeeded_since(moved, 10), 30):
             raise RuntimeError(f"{kind}: no request succeeded after the failover")
     gap = prober.gap(broken)
     print(f"  {kind:10} gap {gap:5.2f} s (VIP moved after {moved - broken:.2f} s)", flush=True)
     repair()
-    if not lab.wait_until(lambda: vrrp_state(pair, master) == "BACKUP", 60, 0.1):
+    if not namespaces.wait_until(lambda: vrrp_state(pair, master) == "BACKUP", 60, 0.1):
         raise RuntimeError(f"{kind}: the repaired amphora did not become BACKUP")
     return gap
 
@@ -108,12 +109,12 @@ def restart_in_place(pair: Pair) -> float:
         raise RuntimeError("no MASTER")
     amp = pair.amphorae[master]
     with Prober() as prober:
-        if not lab.wait_until(lambda: prober.succeeded_since(time.monotonic() - 0.5), 10):
+        if not namespaces.wait_until(lambda: prober.succeeded_since(time.monotonic() - 0.5), 10):
             raise RuntimeError("the VIP does not answer")
         broken = time.monotonic()
         for pid in amp.haproxy_processes():
             os.kill(pid, signal.SIGKILL)
-        if not lab.wait_until(lambda: prober.succeeded_since(broken + 0.1, 10), 30):
+        if not namespaces.wait_until(lambda: prober.succeeded_since(broken + 0.1, 10), 30):
             raise RuntimeError("restart: no request succeeded after the kill")
     gap = prober.gap(broken)
     where = "stayed" if pair.master() == master else "MOVED"
@@ -131,7 +132,7 @@ def failovers(pair: Pair, kind: str, rounds: int) -> list[float]:
 
 def wait_backup(pair: Pair, index: int, timeout: float = 30.0) -> bool:
     """Wait until amphora ``index`` logged that it is BACKUP."""
-    return lab.wait_until(lambda: vrrp_state(pair, index) == "BACKUP", timeout, 0.1)
+    return namespaces.wait_until(lambda: vrrp_state(pair, index) == "BACKUP", timeout, 0.1)
 
 
 def profile_timers(name: str, v3_advert: float) -> Timers:
@@ -214,23 +215,27 @@ def lvs_amphora(workdir: Path) -> Iterator[tuple[str, str]]:
     Yields (VIP, a member address); both are reachable from here (the member through the amphora's
     plain routing, the VIP through LVS).
     """
-    amp = lab.Amphora(workdir / "lvs").create()
+    amp = namespaces.Amphora(workdir / "lvs").create()
     member_ns = f"{amp.haproxy_ns}-m"
     members: list[subprocess.Popen[bytes]] = []
     try:
         amp.start_agent()
         amp.wire_tenant(vips=["198.51.100.40/24"], member_addresses=["198.51.100.1/24"])
-        lab.sh("ip", "route", "add", "203.0.113.0/25", "via", "198.51.100.40")
-        lab.sh("ip", "netns", "add", member_ns)
-        lab.sh(*f"ip link add eth2 netns {amp.haproxy_ns} type veth peer name m0 netns {member_ns}".split())
-        lab.sh("ip", "-n", amp.haproxy_ns, "addr", "add", "203.0.113.1/25", "dev", "eth2")
-        lab.sh("ip", "-n", amp.haproxy_ns, "link", "set", "eth2", "up")
-        lab.sh("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.vs.conntrack=1", netns=amp.haproxy_ns)
+        namespaces.sh("ip", "route", "add", "203.0.113.0/25", "via", "198.51.100.40")
+        namespaces.sh("ip", "netns", "add", member_ns)
+        namespaces.sh(
+            *f"ip link add eth2 netns {amp.haproxy_ns} type veth peer name m0 netns {member_ns}".split()
+        )
+        namespaces.sh("ip", "-n", amp.haproxy_ns, "addr", "add", "203.0.113.1/25", "dev", "eth2")
+        namespaces.sh("ip", "-n", amp.haproxy_ns, "link", "set", "eth2", "up")
+        namespaces.sh(
+            "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.vs.conntrack=1", netns=amp.haproxy_ns
+        )
         for ip in LVS_MEMBERS:
-            lab.sh("ip", "-n", member_ns, "addr", "add", f"{ip}/25", "dev", "m0")
-        lab.sh("ip", "-n", member_ns, "link", "set", "m0", "up")
-        lab.sh("ip", "-n", member_ns, "link", "set", "lo", "up")
-        lab.sh("ip", "-n", member_ns, "route", "add", "default", "via", "203.0.113.1")
+            namespaces.sh("ip", "-n", member_ns, "addr", "add", f"{ip}/25", "dev", "m0")
+        namespaces.sh("ip", "-n", member_ns, "link", "set", "m0", "up")
+        namespaces.sh("ip", "-n", member_ns, "link", "set", "lo", "up")
+        namespaces.sh("ip", "-n", member_ns, "route", "add", "default", "via", "203.0.113.1")
         for ip in LVS_MEMBERS:
             argv = ["nsenter", f"--net=/run/netns/{member_ns}", "--", sys.executable, "-c", ECHO_MEMBER, ip]
             members.append(subprocess.Popen(argv, start_new_session=True))
@@ -241,7 +246,7 @@ def lvs_amphora(workdir: Path) -> Iterator[tuple[str, str]]:
             url = f"/1.0/listeners/{amp.amphora_id}/{LVS_LISTENER}/udp_listener"
             api.put(url, content=text.encode()).raise_for_status()
             api.put(f"/1.0/loadbalancer/{LVS_LISTENER}/reload").raise_for_status()
-        if not lab.wait_until(lambda: udp_rate("198.51.100.40", 53, 0.5, 1) > 0, 30):
+        if not namespaces.wait_until(lambda: udp_rate("198.51.100.40", 53, 0.5, 1) > 0, 30):
             raise RuntimeError("LVS never forwarded")
         yield "198.51.100.40", LVS_MEMBERS[0]
     finally:
@@ -249,7 +254,7 @@ def lvs_amphora(workdir: Path) -> Iterator[tuple[str, str]]:
             member.kill()
             member.wait(5)
         amp.destroy()
-        lab.sh("ip", "netns", "del", member_ns, check=False)
+        namespaces.sh("ip", "netns", "del", member_ns, check=False)
 
 
 def measure_lvs(workdir: Path) -> list[Figure]:
@@ -284,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("failover bench: needs root (network namespaces)", file=sys.stderr)
         return 2
-    lab.isolate()
+    namespaces.isolate()
     print(f"failover bench ({loadavg()} at start)", flush=True)
     with tempfile.TemporaryDirectory(prefix="ampfo") as tmp:
         figures = measure_failover(

@@ -16,11 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from amphora_agent import heartbeat, lab, stats
-from amphora_agent import heartbeat_codec as codec
-from amphora_agent.labconfig import Listener, Member, fixed_id, render_config
+from lab import namespaces
+from lab.configs import Listener, Member, fixed_id, render_config
+
+from amphora_agent.health import codec, samples, sender
 from amphora_agent.layout import Layout
-from amphora_agent.system import haproxy as hx
+from amphora_agent.system import haproxy
 from bench.common import Figure, loadavg, median_p99, ms, print_figures
 
 SIZES = (1, 10, 100)
@@ -52,8 +53,10 @@ def write_lb(base: Path, size: int) -> tuple[str, Path]:
 def start_haproxy(config: Path, pid_file: Path, socket_path: Path) -> int:
     """A daemonised haproxy on ``config``; its pid once the stats socket answers."""
     subprocess.run(["haproxy", "-D", "-f", str(config), "-p", str(pid_file)], check=True, timeout=30)
-    pid = hx.read_pid(pid_file)
-    if pid is None or not lab.wait_until(lambda: "FRONTEND" in hx.stats_query(socket_path, "show stat"), 10):
+    pid = haproxy.read_pid(pid_file)
+    if pid is None or not namespaces.wait_until(
+        lambda: "FRONTEND" in haproxy.stats_query(socket_path, "show stat"), 10
+    ):
         raise RuntimeError(f"haproxy on {config} did not come up")
     return pid
 
@@ -64,18 +67,18 @@ def measure(base: Path, size: int, pids: list[int]) -> list[Figure]:
     layout = Layout(base, base / "certs")
     socket_path = layout.stats_socket(lb_id)
     pids.append(start_haproxy(config, base / lb_id / "haproxy.pid", socket_path))
-    state = heartbeat.HeartbeatState(base)
+    state = sender.HeartbeatState(base)
     raw: list[float] = []
     beat: list[float] = []
     persist: list[float] = []
     datagram = b""
     for seq in range(ROUNDS[size]):
         started = time.perf_counter()
-        hx.stats_query(socket_path, stats.SHOW_STAT_ALL)
+        haproxy.stats_query(socket_path, samples.SHOW_STAT_ALL)
         raw.append(time.perf_counter() - started)
         started = time.perf_counter()
-        sample = heartbeat.collect_haproxy(layout, lambda _lb: True)
-        message, counters = heartbeat.build_message(AMPHORA_ID, seq, sample, state.counters)
+        sample = sender.collect_haproxy(layout, lambda _lb: True)
+        message, counters = sender.build_message(AMPHORA_ID, seq, sample, state.counters)
         datagram = codec.wrap(codec.encode(message), KEY)
         beat.append(time.perf_counter() - started)
         started = time.perf_counter()
@@ -107,7 +110,7 @@ def measure(base: Path, size: int, pids: list[int]) -> list[Figure]:
 
 def main() -> int:
     """Run every size in a private namespace and print the figures beside their targets."""
-    lab.isolate()
+    namespaces.isolate()
     print(
         f"heartbeat bench: {', '.join(map(str, SIZES))} listeners x {MEMBERS} members ({loadavg()})",
         flush=True,
@@ -120,7 +123,7 @@ def main() -> int:
                 figures += measure(Path(tmp) / f"size{size}", size, pids)
         finally:
             for pid in pids:
-                lab.kill_pid(pid)
+                namespaces.kill_pid(pid)
     print_figures(
         "heartbeat: collect, build and sign one beat",
         figures,

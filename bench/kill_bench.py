@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import httpx
+from lab import namespaces
+from lab.configs import VIP, Listener, Load, fixed_id, render_config
+from lab.namespaces import preflight
 
-from amphora_agent import lab
-from amphora_agent.demo import VIP, preflight
-from amphora_agent.labconfig import Listener, Load, fixed_id, render_config
 from bench.common import (
     TWO_MEMBERS,
     Figure,
@@ -51,7 +51,7 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def upload(amp: lab.Amphora, url: str, body: bytes, interrupted: list[str]) -> None:
+def upload(amp: namespaces.Amphora, url: str, body: bytes, interrupted: list[str]) -> None:
     """PUT ``body``; a request the kill cut off is recorded."""
     try:
         with amp.client() as api:
@@ -60,7 +60,7 @@ def upload(amp: lab.Amphora, url: str, body: bytes, interrupted: list[str]) -> N
         interrupted.append(url)
 
 
-def temps(amp: lab.Amphora) -> list[Path]:
+def temps(amp: namespaces.Amphora) -> list[Path]:
     """Temp files of interrupted writes anywhere in the amphora's folders."""
     return sorted(amp.workdir.rglob(".*.tmp-*"))
 
@@ -68,7 +68,7 @@ def temps(amp: lab.Amphora) -> list[Path]:
 class KillBench:
     """One amphora serving a load balancer; the agent killed over and over in the middle of uploads."""
 
-    def __init__(self, amp: lab.Amphora, rng: random.Random) -> None:
+    def __init__(self, amp: namespaces.Amphora, rng: random.Random) -> None:
         self.amp = amp
         self.rng = rng
         self.config = render_config(LB_ID, VIP, LISTENERS, amp.base)
@@ -142,7 +142,7 @@ class KillBench:
                 self.partial.append(f"haproxy.cfg as the agent reads it after kill {round_}")
 
 
-def run(amp: lab.Amphora, members: lab.Backends, kills: int) -> list[Figure]:
+def run(amp: namespaces.Amphora, members: namespaces.Backends, kills: int) -> list[Figure]:
     """Set up, kill ``kills`` times under traffic, and return the figures."""
     start_serving(amp, members)
     bench = KillBench(amp, random.Random(SEED))
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"kill bench: {problem}", file=sys.stderr)
         return 2
-    lab.isolate()
+    namespaces.isolate()
     roomy_client_ports()  # a new connection per request for minutes
     print(f"kill bench: {args.kills} SIGKILLs of the agent mid-upload ({loadavg()} at start)", flush=True)
     with lab_amphora("ampkill") as (amp, members):

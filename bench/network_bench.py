@@ -23,14 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from amphora_agent import lab
-from amphora_agent.demo import preflight
-from amphora_agent.labconfig import Listener, Member, fixed_id, render_config, rss_mib
+from lab import namespaces
+from lab.configs import CONTROLLER_FIXTURES, Listener, Member, fixed_id, render_config, rss_mib
+from lab.namespaces import preflight
+
 from bench.common import AgentClient, Figure, loadavg, ms, print_figures
 
-REQUESTS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "controller" / "requests"
-if not REQUESTS.is_dir():
-    REQUESTS = Path("/work/shared/fixtures/controller/requests")
+REQUESTS = CONTROLLER_FIXTURES / "requests"
 VIP, VIP_MAC, MEMBER_MAC = "198.51.100.10", "fa:16:3e:5a:00:01", "fa:16:3e:a0:00:02"
 CLIENT_SIDE = ("198.51.100.1/26",)
 MEMBERS = (Member("member-1", "203.0.113.11", 80), Member("member-2", "203.0.113.12", 80))
@@ -50,7 +49,7 @@ def request_body(name: str, ipv4_only: bool = False) -> bytes:
     return json.dumps(data).encode()
 
 
-def answers(client: lab.Peer, port: int) -> bool:
+def answers(client: namespaces.Peer, port: int) -> bool:
     """Whether the VIP answers a GET on ``port`` from the client namespace (HTTP 200)."""
 
     def get() -> bool:
@@ -65,7 +64,7 @@ def answers(client: lab.Peer, port: int) -> bool:
 
 
 def sample_plugs(
-    amp: lab.Amphora, api: AgentClient, client: lab.Peer, member: lab.Peer
+    amp: namespaces.Amphora, api: AgentClient, client: namespaces.Peer, member: namespaces.Peer
 ) -> dict[str, list[float]]:
     """Timed plugs, each on a NIC hot-plugged just before and deleted just after."""
     found: dict[str, list[float]] = {"vip": [], "network": [], "dual": []}
@@ -85,13 +84,13 @@ def sample_plugs(
         for _ in range(DUAL_STACK_SAMPLES if key == "dual" else SAMPLES):
             amp.hotplug(mac, peer.name, far)
             found[key].append(api.timed("POST", path, 202, body))
-            lab.sh("ip", "-n", amp.haproxy_ns, "link", "del", "eth1" if key == "vip" else "eth2")
+            namespaces.sh("ip", "-n", amp.haproxy_ns, "link", "del", "eth1" if key == "vip" else "eth2")
     return found
 
 
-def first_plug(tmp: Path, client: lab.Peer) -> float:
+def first_plug(tmp: Path, client: namespaces.Peer) -> float:
     """Plug VIP on an agent started a moment ago (the library still loading in the background)."""
-    amp = lab.Amphora(tmp / "first").create()
+    amp = namespaces.Amphora(tmp / "first").create()
     try:
         amp.start_agent()
         amp.hotplug(VIP_MAC, client.name)
@@ -103,7 +102,7 @@ def first_plug(tmp: Path, client: lab.Peer) -> float:
         amp.destroy()
 
 
-def load_balancers(amp: lab.Amphora, api: AgentClient) -> list[int]:
+def load_balancers(amp: namespaces.Amphora, api: AgentClient) -> list[int]:
     """10 load balancers, one HTTP listener each on the VIP, started; their ports."""
     ports = []
     for index in range(LBS):
@@ -116,7 +115,7 @@ def load_balancers(amp: lab.Amphora, api: AgentClient) -> list[int]:
     return ports
 
 
-def reboot_once(amp: lab.Amphora, client: lab.Peer, ports: list[int]) -> tuple[float, float]:
+def reboot_once(amp: namespaces.Amphora, client: namespaces.Peer, ports: list[int]) -> tuple[float, float]:
     """Simulated reboot; (seconds until the API answers, seconds until every load balancer answers)."""
     amp.simulate_reboot()
     started = time.monotonic()
@@ -135,9 +134,9 @@ def reboot_once(amp: lab.Amphora, client: lab.Peer, ports: list[int]) -> tuple[f
 
 def measure(tmp: Path) -> list[Figure]:
     """Every figure of this benchmark."""
-    amp = lab.Amphora(tmp / "amp").create()
-    client, member = lab.Peer("client").create(), lab.Peer("member").create()
-    members = lab.Backends()
+    amp = namespaces.Amphora(tmp / "amp").create()
+    client, member = namespaces.Peer("client").create(), namespaces.Peer("member").create()
+    members = namespaces.Backends()
     try:
         amp.start_agent()
         api = AgentClient(amp)
@@ -150,7 +149,7 @@ def measure(tmp: Path) -> list[Figure]:
             members.start(m.address, m.port, m.name, netns=member.name)
         ports = load_balancers(amp, api)
         api.close()
-        if not lab.wait_until(lambda: all(answers(client, p) for p in ports), 15, 0.05):
+        if not namespaces.wait_until(lambda: all(answers(client, p) for p in ports), 15, 0.05):
             raise RuntimeError("the load balancers do not answer before the reboot")
         reboots = [reboot_once(amp, client, ports) for _ in range(REBOOTS)]
         rss = rss_mib(amp.process.pid) if amp.process else 0.0
@@ -193,7 +192,7 @@ def main() -> int:
     if problem:
         print(f"network bench: {problem}", file=sys.stderr)
         return 2
-    lab.isolate()
+    namespaces.isolate()
     print(f"network bench: plug VIP / network, reboot recovery ({loadavg()} at start)", flush=True)
     with tempfile.TemporaryDirectory(prefix="ampnet") as tmp:
         figures = measure(Path(tmp))

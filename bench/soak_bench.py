@@ -25,9 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amphora_agent import lab
-from amphora_agent.demo import VIP, preflight
-from amphora_agent.labconfig import Listener, Load, fixed_id, render_config
+from lab import namespaces
+from lab.configs import VIP, Listener, Load, fixed_id, render_config
+from lab.namespaces import preflight
+
 from bench.common import (
     TWO_MEMBERS,
     AgentClient,
@@ -91,7 +92,7 @@ class Snapshot:
     namespaces: int
 
 
-def snapshot(amp: lab.Amphora, agent_pid: int) -> Snapshot:
+def snapshot(amp: namespaces.Amphora, agent_pid: int) -> Snapshot:
     """Memory, descriptors, processes and namespaces now."""
     haproxy = amp.haproxy_processes()
     masters = amp.haproxy_pids()
@@ -134,9 +135,9 @@ def left_behind(workdir: Path) -> list[int]:
     return found
 
 
-def settle(amp: lab.Amphora, timeout: float = 30.0) -> None:
+def settle(amp: namespaces.Amphora, timeout: float = 30.0) -> None:
     """Wait until the old workers have finished (one master and one worker left)."""
-    lab.wait_until(lambda: len(amp.haproxy_processes()) <= 2, timeout, 0.1)
+    namespaces.wait_until(lambda: len(amp.haproxy_processes()) <= 2, timeout, 0.1)
 
 
 def growth(before: float, after: float) -> float:
@@ -176,7 +177,7 @@ class Heartbeats:
         self.sock.close()
 
 
-def run(amp: lab.Amphora, members: lab.Backends, updates: int) -> list[Figure]:
+def run(amp: namespaces.Amphora, members: namespaces.Backends, updates: int) -> list[Figure]:
     """Set up, update ``updates`` times under traffic, and return the figures."""
     beats = Heartbeats()
     try:
@@ -193,7 +194,9 @@ def run(amp: lab.Amphora, members: lab.Backends, updates: int) -> list[Figure]:
         beats.close()
 
 
-def _run(amp: lab.Amphora, members: lab.Backends, updates: int, beats: Heartbeats) -> list[Figure]:
+def _run(
+    amp: namespaces.Amphora, members: namespaces.Backends, updates: int, beats: Heartbeats
+) -> list[Figure]:
     namespaces_before = len(our_namespaces())
     processes_before = sum(1 for entry in os.listdir("/proc") if entry.isdigit())
     start_serving(amp, members)
@@ -204,7 +207,7 @@ def _run(amp: lab.Amphora, members: lab.Backends, updates: int, beats: Heartbeat
     reload = f"/1.0/loadbalancer/{LB_ID}/reload"
     api.expect("PUT", put, 202, render_config(LB_ID, VIP, listeners(0), amp.base))
     api.expect("PUT", reload, 202)
-    lab.wait_until(lambda: len(amp.haproxy_pids()) == 1, 10)
+    namespaces.wait_until(lambda: len(amp.haproxy_pids()) == 1, 10)
     first_master = amp.haproxy_pids()[0]
     failed_api: list[str] = []
     times: list[float] = []
@@ -327,19 +330,19 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"soak bench: {problem}", file=sys.stderr)
         return 2
-    lab.isolate()
+    namespaces.isolate()
     roomy_client_ports()  # a new connection per request for minutes
     print(f"soak bench: {args.updates} updates with reloads under traffic ({loadavg()} at start)", flush=True)
     with lab_amphora("ampsoak") as (amp, members):
         figures = run(amp, members, args.updates)
-    namespaces, processes = our_namespaces(), left_behind(amp.workdir)  # after the clean-up
+    left_namespaces, processes = our_namespaces(), left_behind(amp.workdir)  # after the clean-up
     figures.append(
         Figure(
             "Left after clean-up: namespaces / processes of the run",
-            f"{len(namespaces)} / {len(processes)}",
+            f"{len(left_namespaces)} / {len(processes)}",
             "0 / 0",
             "-",
-            not namespaces and not processes,
+            not left_namespaces and not processes,
         )
     )
     print_figures("soak: updates and reloads under traffic", figures, f"{loadavg()} at the end")

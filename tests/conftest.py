@@ -6,16 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import lab
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "controller"
-if not FIXTURES.is_dir():  # CI lays shared/ beside the clone; a work tree may sit elsewhere
-    FIXTURES = Path(os.environ.get("AMPHORA_FIXTURES", "/work/shared/fixtures/controller"))
+FIXTURES = Path(__file__).resolve().parent / "data" / "controller"  # rendered by the controller (README)
 
 IS_ROOT = os.geteuid() == 0
 if IS_ROOT:
-    lab.isolate()  # before pytest starts any thread
+    namespaces.isolate()  # before pytest starts any thread
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,6 +28,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """The controller fixtures (configs, certificates, requests, heartbeats)."""
-    if not FIXTURES.is_dir():
-        pytest.fail(f"controller fixtures not found at {FIXTURES}")
     return FIXTURES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from amphora_agent import settings as cfg
+from amphora_agent import settings
 from amphora_agent.errors import InvalidInput
 from amphora_agent.settings import LiveSettings
 from amphora_agent.system import files
@@ -30,10 +30,10 @@ class AgentConfig:
             raise InvalidInput("Invalid configuration file", str(exc)) from exc
         with self._lock:
             current = self._live.current
-            new = cfg.parse_ini(text, current.config_file)
+            new = settings.parse_ini(text, current.config_file)
             if current.config_file is not None:
                 files.atomic_write(current.config_file, body, files.PRIVATE)
-            applied, ignored = cfg.mutable_update(current, new)
+            applied, ignored = settings.mutable_update(current, new)
             for name in ignored:
                 LOG.info("option %s changed in the file; it takes effect after a restart", name)
             self._live.replace(applied)

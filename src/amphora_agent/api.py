@@ -6,9 +6,9 @@ import functools
 import hashlib
 import importlib.resources
 import logging
-from collections.abc import Callable
+import ssl
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -19,12 +19,12 @@ from starlette.routing import Route
 
 from amphora_agent import errors
 from amphora_agent.agentconfig import AgentConfig
-from amphora_agent.certificates import ServerCertificate, TenantCertificates
-from amphora_agent.dispatch import KeepalivedServices, ObjectActions
 from amphora_agent.info import API_VERSION, HostInfo
-from amphora_agent.loadbalancers import LoadBalancers
-from amphora_agent.network import BadBody
-from amphora_agent.plugging import Networking, NoInterface
+from amphora_agent.keepalived.objects import KeepalivedServices
+from amphora_agent.loadbalancers.certificates import ServerCertificate, TenantCertificates
+from amphora_agent.loadbalancers.service import LoadBalancers
+from amphora_agent.network.plans import BadBody
+from amphora_agent.network.service import Networking, NoInterface
 
 LOG = logging.getLogger(__name__)
 
@@ -34,13 +34,19 @@ MAX_AGENT_CONFIG = 1 << 20
 MAX_NETWORK_BODY = 1 << 20  # plug and rules JSON
 MAX_KEEPALIVED_CONFIG = 1 << 20  # VRRP and LVS configs
 
-STATUS: list[tuple[type[errors.AgentError], int]] = [
-    (errors.TooLarge, 413),
-    (errors.InvalidInput, 400),
-    (errors.NotFound, 404),
-    (errors.Conflict, 409),
-    (errors.Unavailable, 503),
-    (errors.CommandFailed, 500),
+Shape = Literal["message", "framework", "details"]
+# Domain error -> status and body shape, most specific class first. "message": the controller's
+# ``{"message", "details"}``; "framework": the existing agent's framework-style 400 for a bad plug
+# body; "details": the retryable 404 of a NIC not visible yet (the controller matches its text).
+STATUS: list[tuple[type[errors.AgentError], int, Shape]] = [
+    (errors.TooLarge, 413, "message"),
+    (BadBody, 400, "framework"),
+    (errors.InvalidInput, 400, "message"),
+    (NoInterface, 404, "details"),
+    (errors.NotFound, 404, "message"),
+    (errors.Conflict, 409, "message"),
+    (errors.Unavailable, 503, "message"),
+    (errors.CommandFailed, 500, "message"),
 ]
 HTTP_TEXT = {
     400: ("Bad Request", "The browser (or proxy) sent a request that this server could not understand."),
@@ -68,8 +74,9 @@ class Services:
     server_cert: ServerCertificate
     agent_config: AgentConfig
     info: HostInfo
-    network: Networking | None = None
-    keepalived: KeepalivedServices | None = None
+    network: Networking
+    keepalived: KeepalivedServices
+    tls_context: ssl.SSLContext  # the server's live context: rotation loads the new chain into it
 
 
 def ok(details: str | None = None, status: int = 202, etag: str | None = None) -> JSONResponse:
@@ -86,9 +93,9 @@ def error_body(exc: errors.AgentError) -> dict[str, Any]:
     return body
 
 
-def status_of(exc: errors.AgentError) -> int:
-    """The one status of a domain error."""
-    return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+def status_of(exc: errors.AgentError) -> tuple[int, Shape]:
+    """The one status and body shape of a domain error."""
+    return next(((code, shape) for kind, code, shape in STATUS if isinstance(exc, kind)), (500, "message"))
 
 
 def http_error(status: int, detail: str | None = None) -> JSONResponse:
@@ -131,8 +138,7 @@ def build_routes(svc: Services) -> list[Route]:
 
 def core_routes(svc: Services) -> list[Route]:
     """Version discovery, info, haproxy load balancers, certificates and agent config."""
-    # with keepalived wired in, load balancer ids may name LVS listeners too (reference 5.5)
-    objects: LoadBalancers | ObjectActions = svc.keepalived.objects if svc.keepalived else svc.lbs
+    objects = svc.keepalived.objects  # load balancer ids may name LVS listeners too (reference 5.5)
 
     async def version(request: Request) -> Response:
         return JSONResponse({"api_version": API_VERSION})
@@ -217,22 +223,8 @@ def core_routes(svc: Services) -> list[Route]:
 
 
 def network_routes(svc: Services) -> list[Route]:
-    """Plug VIP, plug network, interface lookup and the VIP firewall (503 when the service is not wired)."""
-
-    def net() -> Networking:
-        if svc.network is None:
-            raise errors.Unavailable("Networking is not available in this agent")
-        return svc.network
-
-    async def answer(request: Request, work: Callable[[], Response]) -> Response:
-        try:
-            return await run_in_threadpool(work)
-        except BadBody as exc:  # the existing agent's framework-style 400
-            LOG.warning("%s %s -> 400 %s", request.method, request.url.path, exc.message)
-            return http_error(400, exc.message)
-        except NoInterface as exc:  # the retryable 404: ``details`` only, as the controller matches it
-            LOG.warning("%s %s -> 404 %s", request.method, request.url.path, exc.message)
-            return JSONResponse({"details": exc.details}, 404)
+    """Plug VIP, plug network, interface lookup and the VIP firewall."""
+    net = svc.network
 
     def local_address(request: Request) -> str | None:
         server = request.scope.get("server")
@@ -241,30 +233,21 @@ def network_routes(svc: Services) -> list[Route]:
     async def plug_vip(request: Request) -> Response:
         body = await read_body(request, MAX_NETWORK_BODY)
         vip, reached = request.path_params["vip"], local_address(request)
-        return await answer(request, lambda: ok(net().plug_vip(vip, body, reached)))
+        return ok(await run_in_threadpool(net.plug_vip, vip, body, reached))
 
     async def plug_network(request: Request) -> Response:
         body = await read_body(request, MAX_NETWORK_BODY)
         reached = local_address(request)
-        return await answer(request, lambda: ok(net().plug_network(body, reached)))
+        return ok(await run_in_threadpool(net.plug_network, body, reached))
 
     async def get_interface(request: Request) -> Response:
-        ip = request.path_params["ip_addr"]
-
-        def work() -> Response:
-            return JSONResponse({"message": "OK", "interface": net().interface_of(ip)})
-
-        return await answer(request, work)
+        name = await run_in_threadpool(net.interface_of, request.path_params["ip_addr"])
+        return JSONResponse({"message": "OK", "interface": name})
 
     async def put_rules(request: Request) -> Response:
         body = await read_body(request, MAX_NETWORK_BODY)
-        ip = request.path_params["ip_addr"]
-
-        def work() -> Response:
-            net().set_rules(ip, body)
-            return ok(status=200)
-
-        return await answer(request, work)
+        await run_in_threadpool(net.set_rules, request.path_params["ip_addr"], body)
+        return ok(status=200)
 
     return [
         Route("/1.0/plug/vip/{vip}", plug_vip, methods=["POST"]),
@@ -275,10 +258,8 @@ def network_routes(svc: Services) -> list[Route]:
 
 
 def keepalived_routes(svc: Services) -> list[Route]:
-    """VRRP config and actions, UDP/SCTP (LVS) listener configs; none when keepalived is not wired."""
+    """VRRP config and actions, UDP/SCTP (LVS) listener configs."""
     ka = svc.keepalived
-    if ka is None:
-        return []
 
     async def vrrp_upload(request: Request) -> Response:
         body = await read_body(request, MAX_KEEPALIVED_CONFIG)
@@ -309,9 +290,13 @@ def keepalived_routes(svc: Services) -> list[Route]:
 async def on_agent_error(request: Request, exc: Exception) -> Response:
     """Domain errors -> their status and the controller's JSON body."""
     assert isinstance(exc, errors.AgentError)
-    status = status_of(exc)
+    status, shape = status_of(exc)
     log = LOG.warning if status < 500 else LOG.error
     log("%s %s -> %d %s", request.method, request.url.path, status, exc)
+    if shape == "framework":
+        return http_error(status, exc.message)
+    if shape == "details":
+        return JSONResponse({"details": exc.details}, status)
     return JSONResponse(error_body(exc), status)
 
 

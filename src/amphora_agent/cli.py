@@ -1,4 +1,4 @@
-"""Composition root: Settings -> adapters -> services -> app; then serve, supervise, stop on a signal."""
+"""``amphora-agent``: read the settings, wire the agent (``wiring``), serve until a signal; ``dev-certs``."""
 
 from __future__ import annotations
 
@@ -7,31 +7,15 @@ import asyncio
 import logging
 import logging.config
 import logging.handlers
-import resource
 import socket
 import sys
-from functools import partial
 from pathlib import Path
 
-from amphora_agent import __version__, tls
-from amphora_agent import settings as cfg
-from amphora_agent.agentconfig import AgentConfig
-from amphora_agent.api import Services, create_app
-from amphora_agent.certificates import ServerCertificate, TenantCertificates
-from amphora_agent.dispatch import build as build_keepalived
+from amphora_agent import __version__, settings
+from amphora_agent.api import create_app
 from amphora_agent.errors import AgentError
-from amphora_agent.heartbeat import HeartbeatSender
-from amphora_agent.info import HostInfo
-from amphora_agent.interfaces import DEFAULT_DIR as DEFAULT_INTERFACES_DIR
-from amphora_agent.keepalived_supervisor import KeepalivedUnits
-from amphora_agent.layout import Layout
-from amphora_agent.loadbalancers import LoadBalancers, LockTable
-from amphora_agent.lvs_stats import LvsStats
-from amphora_agent.plugging import Networking
-from amphora_agent.settings import LiveSettings, Settings
-from amphora_agent.supervisor import OrphanReport, Supervisor, UnitSource, haproxy_units
-from amphora_agent.system import files, netns
-from amphora_agent.system import keepalived as ka
+from amphora_agent.settings import Settings
+from amphora_agent.wiring import Agent, wire
 
 LOG = logging.getLogger("amphora_agent")
 
@@ -53,11 +37,9 @@ def configure_logging(settings: Settings) -> None:
         root.addHandler(logging.handlers.SysLogHandler("/dev/log", code))
 
 
-def raise_fd_limit() -> None:
-    """Children (haproxy) inherit the soft open-file limit: raise it to the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def follow_debug(new: Settings) -> None:
+    """``debug`` is live: a ``PUT /1.0/config`` that changes it changes the log level at once."""
+    logging.getLogger().setLevel(logging.DEBUG if new.debug else logging.INFO)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -75,62 +57,15 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def drop_crash_leftovers(settings: Settings) -> None:
-    """Remove the temp files an agent killed mid-write left (the files they were for are intact)."""
-    removed = files.clean_stale_temps(settings.base_path, recursive=True)
-    removed += files.clean_stale_temps(settings.base_cert_dir, recursive=True)
-    for path in (settings.config_file, settings.agent_server_cert):
-        if path is not None:  # folders shared with others: only the temps of the agent's own file
-            removed += files.clean_stale_temps(path.parent, name=path.name)
-    network_dir = settings.agent_server_network_dir or DEFAULT_INTERFACES_DIR
-    removed += files.clean_stale_temps(network_dir, name="*.json")
-    if removed:
-        LOG.warning("removed %d temp file(s) left by an interrupted write: %s", len(removed), removed[:5])
-
-
-async def serve(settings: Settings) -> None:
-    """Run the agent until SIGTERM or SIGINT."""
+async def serve(agent: Agent) -> None:
+    """Start up, answer the API until SIGTERM or SIGINT, then stop the loops (load balancers keep running)."""
     import uvicorn
 
-    live = LiveSettings(settings)
-    live.subscribe(lambda new: logging.getLogger().setLevel(logging.DEBUG if new.debug else logging.INFO))
-    layout = Layout.from_settings(settings)
-    raise_fd_limit()
-    netns.ensure(settings.network_namespace)
-    locks = LockTable()
-    lbs = LoadBalancers(live, layout, locks)
-    drop_crash_leftovers(settings)
-    lbs.prepare()
-    keepalived = build_keepalived(live, lbs, locks)
-    context = tls.server_context(
-        settings.agent_server_cert, settings.agent_server_ca, settings.agent_tls_protocol
-    )
-    services = Services(
-        lbs=lbs,
-        certs=TenantCertificates(layout, locks),
-        server_cert=ServerCertificate(settings.agent_server_cert, context),
-        agent_config=AgentConfig(live),
-        info=HostInfo(live, lbs, keepalived.details),
-        network=Networking(live, layout),
-        keepalived=keepalived,
-    )
-    restored = services.network.recover() if services.network else []  # NICs before any haproxy
-    if restored:
-        LOG.info("restored interface(s) %s in %s", ", ".join(restored), settings.network_namespace)
-    keepalived.scripts.refresh()  # the check chain names this agent's checker: keep it current
-    # haproxy first, then VRRP and LVS, so keepalived's check chain passes at once
-    units: list[UnitSource] = [
-        partial(haproxy_units, lbs),
-        KeepalivedUnits(keepalived.vrrp, keepalived.lvs),
-        OrphanReport(lbs),
-    ]
-    supervisor = Supervisor(units)
-    restarted = supervisor.check_once()  # reboot recovery before the first request
-    if restarted:
-        LOG.info("started %s", ", ".join(restarted))
+    settings = agent.live.current
+    agent.start_up()
     sock = listen_socket(settings.bind_host, settings.bind_port)
     config = uvicorn.Config(
-        create_app(services),
+        create_app(agent.services),
         log_config=None,
         access_log=False,
         timeout_keep_alive=30,
@@ -138,20 +73,16 @@ async def serve(settings: Settings) -> None:
         lifespan="off",
     )
     config.load()
-    config.ssl = context
+    config.ssl = agent.services.tls_context
     server = uvicorn.Server(config)
     stop = asyncio.Event()
-    task = asyncio.create_task(supervisor.run(stop))
-    lvs = keepalived.lvs
-    lvs_stats = LvsStats(lvs.paths, lvs.is_running, lambda: lvs.netns, ka.ipvs_unavailable)
-    heartbeat = asyncio.create_task(HeartbeatSender(live, layout, lbs.is_running, lvs_stats).run(stop))
+    loops = [asyncio.create_task(agent.supervisor.run(stop)), asyncio.create_task(agent.heartbeat.run(stop))]
     LOG.info("amphora-agent %s listening on [%s]:%d", __version__, settings.bind_host, settings.bind_port)
     try:
         await server.serve(sockets=[sock])
     finally:
         stop.set()
-        await task
-        await heartbeat
+        await asyncio.gather(*loops)
         LOG.info("amphora-agent stopped; load balancers keep running")
 
 
@@ -183,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config-file",
         type=Path,
-        default=cfg.DEFAULT_CONFIG_FILE,
+        default=settings.DEFAULT_CONFIG_FILE,
         help="the agent's INI file (default %(default)s)",
     )
     parser.add_argument("--version", action="version", version=f"amphora-agent {__version__}")
@@ -200,13 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         return dev_certs(args.folder, args.amphora_id)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = cfg.load(args.config_file)
+        loaded = settings.load(args.config_file)
     except AgentError as exc:
         print(f"amphora-agent: {exc.message}: {exc.details}", file=sys.stderr)
         return 2
-    configure_logging(settings)
+    configure_logging(loaded)
     try:
-        asyncio.run(serve(settings))
+        agent = wire(loaded)
+        agent.live.subscribe(follow_debug)
+        asyncio.run(serve(agent))
     except (AgentError, OSError) as exc:
         LOG.error("cannot start: %s", exc)
         return 1

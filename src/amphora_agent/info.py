@@ -13,7 +13,7 @@ from typing import Any
 
 from amphora_agent import __version__
 from amphora_agent.errors import CommandFailed
-from amphora_agent.loadbalancers import LoadBalancers
+from amphora_agent.loadbalancers.service import LoadBalancers
 from amphora_agent.settings import LiveSettings
 from amphora_agent.system import netns, proc
 

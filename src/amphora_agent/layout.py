@@ -7,6 +7,9 @@ from pathlib import Path
 
 from amphora_agent.settings import Settings
 
+DEFAULT_INTERFACES_DIR = Path("/etc/octavia/interfaces")  # the existing agent's, kept for upgrades
+LVS_PREFIX = "octavia-keepalivedlvs-"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -14,11 +17,13 @@ class Layout:
 
     base: Path
     certs: Path
+    interfaces: Path = DEFAULT_INTERFACES_DIR
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Layout:
         """The layout for the configured directories."""
-        return cls(settings.base_path, settings.base_cert_dir)
+        interfaces = settings.agent_server_network_dir or DEFAULT_INTERFACES_DIR
+        return cls(settings.base_path, settings.base_cert_dir, interfaces)
 
     def lb_dir(self, lb_id: str) -> Path:
         """A load balancer's folder; its haproxy.cfg defines that the load balancer exists."""
@@ -64,6 +69,74 @@ class Layout:
     def user_group(self) -> Path:
         """The image's ``global`` + ``group`` file, passed as a second ``-f`` to haproxy."""
         return self.base / "haproxy-default-user-group.conf"
+
+    @property
+    def plugged_interfaces(self) -> Path:
+        """Each plugged NIC's MAC and its name in the haproxy namespace."""
+        return self.base / "plugged_interfaces"
+
+    @property
+    def nftables_rules(self) -> Path:
+        """The VIP firewall the controller's rules render into."""
+        return self.base / "nftables-vip.rules"
+
+    @property
+    def nftables_masquerade(self) -> Path:
+        """The member-network masquerade rules."""
+        return self.base / "nftables-masquerade.rules"
+
+    # -- keepalived (VRRP and LVS listeners), as the existing agent lays them out (reference 5.1) --
+
+    @property
+    def vrrp_dir(self) -> Path:
+        """VRRP config, pid files, log and the check-script chain."""
+        return self.base / "vrrp"
+
+    @property
+    def check_scripts_dir(self) -> Path:
+        """Every file in here is run by ``check_script.sh``."""
+        return self.vrrp_dir / "check_scripts"
+
+    @property
+    def check_script(self) -> Path:
+        """The script the controller's VRRP config tracks."""
+        return self.vrrp_dir / "check_script.sh"
+
+    def vrrp(self, name: str = "octavia-keepalived.conf") -> Path:
+        """A file of the VRRP unit (``octavia-keepalived.<suffix>``)."""
+        return self.vrrp_dir / name
+
+    @property
+    def bin_dir(self) -> Path:
+        """Image executables the controller's configs name, where the host lacks them (searched first)."""
+        return self.base / "bin"
+
+    @property
+    def lvs_dir(self) -> Path:
+        """LVS listener configs, pid files and logs."""
+        return self.base / "lvs"
+
+    @property
+    def udp_check(self) -> Path:
+        """The UDP-CONNECT check the controller's LVS configs call."""
+        return self.lvs_dir / "check" / "udp_check.sh"
+
+    def lvs(self, listener_id: str, suffix: str = "conf") -> Path:
+        """A file of one LVS listener: ``octavia-keepalivedlvs-<id>.<suffix>``."""
+        return self.lvs_dir / f"{LVS_PREFIX}{listener_id}.{suffix}"
+
+    def lvs_ids(self) -> list[str]:
+        """LVS listeners with a stored config (reference 5.2), sorted."""
+        try:
+            names = sorted(p.name for p in self.lvs_dir.iterdir())
+        except OSError:
+            return []
+        ids = []
+        for name in names:
+            stem, _, rest = name.partition(".")
+            if rest == "conf" and stem.startswith(LVS_PREFIX):
+                ids.append(stem[len(LVS_PREFIX) :])
+        return ids
 
     def lb_ids(self) -> list[str]:
         """Load balancers with a stored config, sorted."""

@@ -13,14 +13,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from amphora_agent.errors import InvalidInput
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_FILE = Path("/etc/octavia/amphora-agent.conf")
-TOPOLOGIES = ("SINGLE", "ACTIVE_STANDBY")
+Topology = Literal["SINGLE", "ACTIVE_STANDBY"]
+TOPOLOGIES: tuple[Topology, ...] = get_args(Topology)
+ACTIVE_STANDBY: Topology = "ACTIVE_STANDBY"
 TLS_VERSIONS = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -98,7 +100,7 @@ class Settings:
     heartbeat_interval: int = 10
     heartbeat_key: str | None = None
     # [controller_worker]
-    loadbalancer_topology: str = "SINGLE"
+    loadbalancer_topology: Topology = "SINGLE"
     # [DEFAULT]
     debug: bool = False
     log_config_append: Path | None = None

@@ -14,10 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from starlette.concurrency import run_in_threadpool
-
 from amphora_agent.errors import AgentError
-from amphora_agent.loadbalancers import LoadBalancers
+from amphora_agent.loadbalancers.service import LoadBalancers
 
 LOG = logging.getLogger(__name__)
 
@@ -86,8 +84,15 @@ class OrphanReport:
 class Supervisor:
     """Desired vs. actual state of every unit, checked every ``interval`` seconds, sources in order."""
 
-    def __init__(self, sources: Sequence[UnitSource], interval: float = 0.5, max_backoff: float = 30.0):
+    def __init__(
+        self,
+        sources: Sequence[UnitSource],
+        interval: float = 0.5,
+        max_backoff: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._sources = sources
+        self._clock = clock
         self.interval = interval
         self.max_backoff = max_backoff
         self._next_try: dict[str, float] = {}
@@ -96,7 +101,7 @@ class Supervisor:
     def check_once(self) -> list[str]:
         """Start what should run and does not; return the units it started."""
         started = []
-        now = time.monotonic()
+        now = self._clock()
         for unit in (unit for source in self._sources for unit in source()):
             if not unit.wants_running() or unit.is_running():
                 self._backoff.pop(unit.name, None)
@@ -118,7 +123,7 @@ class Supervisor:
         """Check until ``stop`` is set."""
         while not stop.is_set():
             try:
-                await run_in_threadpool(self.check_once)
+                await asyncio.to_thread(self.check_once)
             except Exception:  # the loop must outlive any single failure
                 LOG.exception("supervisor pass failed")
             with contextlib.suppress(TimeoutError):

@@ -1,4 +1,4 @@
-"""The real app over real files: a TestClient on services built as the composition root builds them."""
+"""The real app over real files: a TestClient on the agent ``wire()`` builds, as the daemon does."""
 
 from __future__ import annotations
 
@@ -12,18 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import lab, tls
-from amphora_agent import settings as cfg
-from amphora_agent.agentconfig import AgentConfig
+from amphora_agent import settings
 from amphora_agent.api import Services, create_app
-from amphora_agent.certificates import ServerCertificate, TenantCertificates
 from amphora_agent.devcerts import CertificateAuthority
-from amphora_agent.info import HostInfo
 from amphora_agent.layout import Layout
-from amphora_agent.loadbalancers import LoadBalancers, LockTable
 from amphora_agent.settings import LiveSettings, Settings
 from amphora_agent.system import files, netns
+from amphora_agent.wiring import wire
 from tests.conftest import FIXTURES
 
 with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what this project installs
@@ -86,25 +83,6 @@ class Agent:
         return found
 
 
-def build_services(live: LiveSettings) -> Services:
-    """Services wired as ``cli.serve`` wires them, with a real TLS context for rotation."""
-    settings = live.current
-    layout = Layout.from_settings(settings)
-    locks = LockTable()
-    lbs = LoadBalancers(live, layout, locks)
-    lbs.prepare()
-    context = tls.server_context(
-        settings.agent_server_cert, settings.agent_server_ca, settings.agent_tls_protocol
-    )
-    return Services(
-        lbs=lbs,
-        certs=TenantCertificates(layout, locks),
-        server_cert=ServerCertificate(settings.agent_server_cert, context),
-        agent_config=AgentConfig(live),
-        info=HostInfo(live, lbs),
-    )
-
-
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """A short private folder (haproxy's unix sockets allow 108 bytes), removed afterwards."""
@@ -132,13 +110,13 @@ def agent(workdir: Path) -> Iterator[Agent]:
     )
     text = text.replace("[amphora_agent]\n", f"[amphora_agent]\nnetwork_namespace = {namespace}\n")
     files.atomic_write(workdir / "amphora-agent.conf", text.encode())
-    live = LiveSettings(cfg.load(workdir / "amphora-agent.conf"))
-    services = build_services(live)
+    wired = wire(settings.load(workdir / "amphora-agent.conf"))
     try:
-        with TestClient(create_app(services)) as client:
-            yield Agent(workdir, live, services.lbs.layout, services, client, ca)
+        wired.start_up()
+        with TestClient(create_app(wired.services)) as client:
+            yield Agent(workdir, wired.live, wired.layout, wired.services, client, ca)
     finally:
-        stop_everything(live.current, namespace)
+        stop_everything(wired.live.current, namespace)
 
 
 def stop_everything(settings: Settings, namespace: str) -> None:
@@ -147,6 +125,6 @@ def stop_everything(settings: Settings, namespace: str) -> None:
         with contextlib.suppress(OSError, ValueError):
             pid = int(pid_file.read_text().split()[0])
             if b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                lab.kill_pid(pid)
+                namespaces.kill_pid(pid)
     if netns.exists(namespace):
-        lab.sh("ip", "netns", "del", namespace, check=False)
+        namespaces.sh("ip", "netns", "del", namespace, check=False)

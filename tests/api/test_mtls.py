@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import lab
 from amphora_agent.devcerts import CertificateAuthority
 from amphora_agent.system import files
 from tests.api.conftest import substitute
@@ -26,10 +26,10 @@ DAY = dt.timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
-def amp() -> Iterator[lab.Amphora]:
+def amp() -> Iterator[namespaces.Amphora]:
     """One agent in its own amphora namespace for this module; everything it started goes after."""
     with tempfile.TemporaryDirectory(prefix="amp") as path:
-        amphora = lab.Amphora(Path(path)).create()
+        amphora = namespaces.Amphora(Path(path)).create()
         try:
             amphora.start_agent()
             yield amphora
@@ -56,7 +56,7 @@ class Exchange:
         return self.answer.split(b"\r\n\r\n", 1)[1]
 
 
-def client_context(amp: lab.Amphora, pem: Path | None = None) -> ssl.SSLContext:
+def client_context(amp: namespaces.Amphora, pem: Path | None = None) -> ssl.SSLContext:
     """Trust the agent CA, check the name is the amphora id; present ``pem`` when given."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cafile=str(amp.certs / "client_ca.pem"))
@@ -65,7 +65,7 @@ def client_context(amp: lab.Amphora, pem: Path | None = None) -> ssl.SSLContext:
     return ctx
 
 
-def exchange(amp: lab.Amphora, ctx: ssl.SSLContext, request: bytes = b"GET / HTTP/1.1") -> Exchange:
+def exchange(amp: namespaces.Amphora, ctx: ssl.SSLContext, request: bytes = b"GET / HTTP/1.1") -> Exchange:
     """A fresh connection and handshake, one request with ``Connection: close``, the whole answer."""
     head = request + b"\r\nHost: amphora\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     deadline = time.monotonic() + 10
@@ -82,7 +82,7 @@ def exchange(amp: lab.Amphora, ctx: ssl.SSLContext, request: bytes = b"GET / HTT
 
 
 def issue_client(
-    amp: lab.Amphora, name: str, ca: CertificateAuthority | None = None, **dates: dt.datetime
+    amp: namespaces.Amphora, name: str, ca: CertificateAuthority | None = None, **dates: dt.datetime
 ) -> Path:
     """A client certificate+key file signed by ``ca`` (default: the agent's CA)."""
     issued = (ca or amp.ca).issue("controller", server=False, **dates)
@@ -91,7 +91,7 @@ def issue_client(
     return path
 
 
-def snapshot(amp: lab.Amphora) -> dict[str, bytes]:
+def snapshot(amp: namespaces.Amphora) -> dict[str, bytes]:
     """Every file and folder of the amphora's tree except the agent log: what a request could change."""
     return {
         str(path): path.read_bytes() if path.is_file() else b"/"
@@ -100,7 +100,7 @@ def snapshot(amp: lab.Amphora) -> dict[str, bytes]:
     }
 
 
-def assert_refused(amp: lab.Amphora, ctx: ssl.SSLContext) -> None:
+def assert_refused(amp: namespaces.Amphora, ctx: ssl.SSLContext) -> None:
     """The TLS layer refuses: an ssl or connection error, or a close before any HTTP byte."""
     try:
         result = exchange(amp, ctx)
@@ -112,7 +112,7 @@ def assert_refused(amp: lab.Amphora, ctx: ssl.SSLContext) -> None:
 
 
 @pytest.mark.parametrize("case", ["no-certificate", "other-ca", "expired", "not-yet-valid"])
-def test_bad_client_certificates_are_refused(amp: lab.Amphora, case: str) -> None:
+def test_bad_client_certificates_are_refused(amp: namespaces.Amphora, case: str) -> None:
     """No certificate, another CA's, an expired or a not-yet-valid one: refused at the TLS layer."""
     pem: Path | None = None
     if case == "other-ca":
@@ -126,7 +126,7 @@ def test_bad_client_certificates_are_refused(amp: lab.Amphora, case: str) -> Non
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["tls1.0", "tls1.1"])
-def test_old_tls_versions_are_refused(amp: lab.Amphora, version: ssl.TLSVersion) -> None:
+def test_old_tls_versions_are_refused(amp: namespaces.Amphora, version: ssl.TLSVersion) -> None:
     """A client that speaks only TLS 1.0 or 1.1 (with a valid certificate) is refused in the handshake."""
     ctx = client_context(amp, amp.certs / "client.pem")
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client really offer the old version
@@ -142,7 +142,7 @@ def test_old_tls_versions_are_refused(amp: lab.Amphora, version: ssl.TLSVersion)
     ("version", "name"),
     [(ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")],
 )
-def test_tls12_and_tls13_clients_work(amp: lab.Amphora, version: ssl.TLSVersion, name: str) -> None:
+def test_tls12_and_tls13_clients_work(amp: namespaces.Amphora, version: ssl.TLSVersion, name: str) -> None:
     """A client pinned to TLS 1.2 (the controller) or TLS 1.3 with a valid certificate gets 200."""
     ctx = client_context(amp, amp.certs / "client.pem")
     ctx.minimum_version = ctx.maximum_version = version
@@ -152,13 +152,13 @@ def test_tls12_and_tls13_clients_work(amp: lab.Amphora, version: ssl.TLSVersion,
     assert result.body == b'{"api_version":"1.0"}'
 
 
-def test_double_slash_discovery_on_the_wire(amp: lab.Amphora) -> None:
+def test_double_slash_discovery_on_the_wire(amp: namespaces.Amphora) -> None:
     """The controller's literal request line ``GET //`` gets the compact version body."""
     result = exchange(amp, client_context(amp, amp.certs / "client.pem"), b"GET // HTTP/1.1")
     assert (result.status, result.body) == (200, b'{"api_version":"1.0"}')
 
 
-def test_unknown_route_on_the_wire_is_json_404(amp: lab.Amphora) -> None:
+def test_unknown_route_on_the_wire_is_json_404(amp: namespaces.Amphora) -> None:
     """Through the real server too, an unknown route is a 404 with Content-Type application/json."""
     result = exchange(amp, client_context(amp, amp.certs / "client.pem"), b"GET /nope HTTP/1.1")
     assert result.status == 404
@@ -174,7 +174,7 @@ def test_unknown_route_on_the_wire_is_json_404(amp: lab.Amphora) -> None:
         b"PUT /1.0/loadbalancer/0fea25e0/../haproxy HTTP/1.1",
     ],
 )
-def test_raw_dangerous_paths_write_nothing(amp: lab.Amphora, request_line: bytes) -> None:
+def test_raw_dangerous_paths_write_nothing(amp: namespaces.Amphora, request_line: bytes) -> None:
     """Unnormalised ``..`` and leading-dash segments on the wire are 4xx and change nothing on disk."""
     before = snapshot(amp)
     result = exchange(amp, client_context(amp, amp.certs / "client.pem"), request_line)
@@ -182,7 +182,7 @@ def test_raw_dangerous_paths_write_nothing(amp: lab.Amphora, request_line: bytes
     assert snapshot(amp) == before
 
 
-def test_rotated_certificate_is_presented_on_the_next_handshake(amp: lab.Amphora) -> None:
+def test_rotated_certificate_is_presented_on_the_next_handshake(amp: namespaces.Amphora) -> None:
     """PUT /1.0/certificate: 202, the next handshake presents the new certificate, no restart, no drop."""
     ctx = client_context(amp, amp.certs / "client.pem")
     old = exchange(amp, ctx).peer_der
@@ -198,7 +198,7 @@ def test_rotated_certificate_is_presented_on_the_next_handshake(amp: lab.Amphora
     assert amp.process is not None and amp.process.poll() is None
 
 
-def test_bad_certificate_keeps_the_old_one_serving(amp: lab.Amphora) -> None:
+def test_bad_certificate_keeps_the_old_one_serving(amp: namespaces.Amphora) -> None:
     """A PEM whose key does not match answers 400; the file and the presented certificate stay."""
     ctx = client_context(amp, amp.certs / "client.pem")
     before = exchange(amp, ctx).peer_der
@@ -214,7 +214,7 @@ def test_bad_certificate_keeps_the_old_one_serving(amp: lab.Amphora) -> None:
     assert after.status == 200
 
 
-def test_put_config(amp: lab.Amphora) -> None:
+def test_put_config(amp: namespaces.Amphora) -> None:
     """The controller's updated agent file answers 202 and is written; an unparsable one is 400, unchanged."""
     text = (FIXTURES / "agent" / "amphora-agent-updated.conf").read_text()
     body = substitute(
@@ -231,7 +231,7 @@ def test_put_config(amp: lab.Amphora) -> None:
         assert api.get("/1.0/info").status_code == 200
 
 
-def test_details_report_eth_links_of_the_haproxy_namespace(amp: lab.Amphora) -> None:
+def test_details_report_eth_links_of_the_haproxy_namespace(amp: namespaces.Amphora) -> None:
     """Once a NIC sits in the haproxy namespace, /1.0/details reports its byte counters as ints."""
     amp.wire_tenant(vips=["198.51.100.10/24"], member_addresses=["198.51.100.1/24"])
     with amp.client() as api:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from amphora_agent.api import openapi_document
-from tests import openapi_support as oas
+from tests import openapi_support
 
 # The reference's route table (4.0), plus discovery as the controller sends it and this document.
 REFERENCE_ROUTES = {
@@ -42,31 +42,33 @@ REFERENCE_ROUTES = {
 
 def operations() -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(METHOD, path template, operation) of every operation in the document."""
-    for path, item in oas.document()["paths"].items():
-        for method in oas.METHODS:
+    for path, item in openapi_support.document()["paths"].items():
+        for method in openapi_support.METHODS:
             if method in item:
                 yield method.upper(), path, item[method]
 
 
 def test_every_app_route_is_documented() -> None:
     """No route of the app is missing from the document."""
-    missing = oas.served() - set(oas.documented())
+    missing = openapi_support.served() - set(openapi_support.documented())
     assert not missing, f"routes served but not documented: {sorted(missing)}"
 
 
 def test_every_documented_operation_is_served_or_pending() -> None:
     """Each documented operation is served, or listed as pending; a pending one that is served is stale."""
-    documented = set(oas.documented())
-    unserved = documented - oas.served() - oas.PENDING
+    documented = set(openapi_support.documented())
+    unserved = documented - openapi_support.served() - openapi_support.PENDING
     assert not unserved, f"documented but neither served nor pending: {sorted(unserved)}"
-    stale = oas.PENDING & oas.served()
+    stale = openapi_support.PENDING & openapi_support.served()
     assert not stale, f"served now, remove from PENDING: {sorted(stale)}"
-    assert documented >= oas.PENDING, f"pending but not documented: {sorted(oas.PENDING - documented)}"
+    assert documented >= openapi_support.PENDING, (
+        f"pending but not documented: {sorted(openapi_support.PENDING - documented)}"
+    )
 
 
 def test_document_covers_the_reference_route_table() -> None:
     """All 21 routes of the reference, discovery as the controller sends it and /info, and nothing else."""
-    assert set(oas.documented()) == REFERENCE_ROUTES
+    assert set(openapi_support.documented()) == REFERENCE_ROUTES
 
 
 def test_operations_are_complete() -> None:
@@ -76,7 +78,7 @@ def test_operations_are_complete() -> None:
     for method, path, op in operations():
         assert op.get("summary"), (method, path)
         for status, response in op["responses"].items():
-            response = oas.resolve(response)
+            response = openapi_support.resolve(response)
             assert response.get("description"), (method, path, status)
             if int(status) >= 400:
                 assert list(response["content"]) == ["application/json"], (method, path, status)
@@ -86,12 +88,12 @@ def test_operations_are_complete() -> None:
 
 def test_path_parameters_are_declared() -> None:
     """Every ``{name}`` in a path is declared as a required path parameter, and nothing more."""
-    for path, item in oas.document()["paths"].items():
-        declared = {oas.resolve(p)["name"] for p in item.get("parameters", [])}
-        for method in oas.METHODS:
+    for path, item in openapi_support.document()["paths"].items():
+        declared = {openapi_support.resolve(p)["name"] for p in item.get("parameters", [])}
+        for method in openapi_support.METHODS:
             if method in item:
                 declared_here = declared | {
-                    oas.resolve(p)["name"] for p in item[method].get("parameters", [])
+                    openapi_support.resolve(p)["name"] for p in item[method].get("parameters", [])
                 }
                 names = set(re.findall(r"\{([^}/]+)\}", path))
                 assert declared_here == names, (method, path)
@@ -106,14 +108,14 @@ def _examples(media: dict[str, Any]) -> Iterator[Any]:
 
 def example_cases() -> Iterator[Any]:
     """(where, schema, example) for every example of a body, a response or a parameter."""
-    doc = oas.document()
+    doc = openapi_support.document()
     for method, path, op in operations():
         bodies = op.get("requestBody", {}).get("content", {})
         for media_type, media in bodies.items():
             for example in _examples(media):
                 yield pytest.param(media["schema"], example, id=f"{method} {path} body {media_type}")
         for status, response in op["responses"].items():
-            for media_type, media in oas.resolve(response).get("content", {}).items():
+            for media_type, media in openapi_support.resolve(response).get("content", {}).items():
                 for example in _examples(media):
                     yield pytest.param(media["schema"], example, id=f"{method} {path} {status} {media_type}")
     for name, param in doc["components"]["parameters"].items():
@@ -124,7 +126,7 @@ def example_cases() -> Iterator[Any]:
 @pytest.mark.parametrize(("schema", "example"), list(example_cases()))
 def test_examples_match_their_schemas(schema: dict[str, Any], example: Any) -> None:
     """Every example in the document (most from the API spec) validates against its own schema."""
-    assert oas.schema_errors(schema, example) == []
+    assert openapi_support.schema_errors(schema, example) == []
 
 
 @pytest.mark.parametrize(
@@ -147,9 +149,9 @@ def test_examples_match_their_schemas(schema: dict[str, Any], example: Any) -> N
 )
 def test_schemas_reject_what_the_controller_would_not_accept(schema: dict[str, Any], value: Any) -> None:
     """The schemas are strict enough to catch a wrong answer (a negative control for the checks above)."""
-    assert oas.schema_errors(schema, value)
+    assert openapi_support.schema_errors(schema, value)
 
 
 def test_agent_serves_this_document() -> None:
     """The document the agent serves (package data) is docs/openapi.yaml byte for byte."""
-    assert openapi_document() == oas.DOCUMENT.read_bytes()
+    assert openapi_document() == openapi_support.DOCUMENT.read_bytes()

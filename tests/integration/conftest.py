@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from amphora_agent import lab
+from lab import namespaces
 
 pytestmark = pytest.mark.integration
 
@@ -21,9 +20,9 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def amphora(workdir: Path) -> Iterator[lab.Amphora]:
+def amphora(workdir: Path) -> Iterator[namespaces.Amphora]:
     """A running agent in its own amphora namespace; everything it started is killed after."""
-    amp = lab.Amphora(workdir).create()
+    amp = namespaces.Amphora(workdir).create()
     try:
         amp.start_agent()
         yield amp
@@ -32,9 +31,9 @@ def amphora(workdir: Path) -> Iterator[lab.Amphora]:
 
 
 @pytest.fixture
-def backends() -> Iterator[lab.Backends]:
+def backends() -> Iterator[namespaces.Backends]:
     """Member servers, killed by PID after the test."""
-    members = lab.Backends()
+    members = namespaces.Backends()
     try:
         yield members
     finally:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import http.client
 from pathlib import Path
 
-from amphora_agent import lab
-from amphora_agent.labconfig import Load as Load  # re-exported for the tests
+from lab import namespaces
+from lab.configs import Load as Load  # re-exported for the tests
 
 SINGLE_HTTP_LB = "0fea25e0-f190-4bc0-94ec-e5cd2d8994b6"
 SINGLE_HTTP_VIP = "198.51.100.10"
 
 
-def render(fixtures_dir: Path, name: str, amp: lab.Amphora) -> bytes:
+def render(fixtures_dir: Path, name: str, amp: namespaces.Amphora) -> bytes:
     """A controller-rendered haproxy config with the agent paths of ``amp`` substituted."""
     text = (fixtures_dir / "haproxy" / name).read_text()
     text = text.replace("/var/lib/octavia/certs", str(amp.base / "certs"))
@@ -30,7 +30,7 @@ def get(host: str, port: int = 80, path: str = "/", timeout: float = 3.0) -> tup
         conn.close()
 
 
-def wire_single_http(amp: lab.Amphora, backends: lab.Backends) -> None:
+def wire_single_http(amp: namespaces.Amphora, backends: namespaces.Backends) -> None:
     """The single-http LB's network: VIP 198.51.100.10 on the amphora, two members on our side."""
     amp.wire_tenant(
         vips=["198.51.100.10/24"],

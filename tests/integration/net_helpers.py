@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amphora_agent import lab
+from lab import namespaces
+
 from amphora_agent.system import netns
 from tests.conftest import FIXTURES
 from tests.integration.helpers import render
@@ -36,7 +37,7 @@ def ipv4_member_body() -> bytes:
     return json.dumps(data).encode()
 
 
-def config(fixtures_dir: Path, name: str, amp: lab.Amphora, *swaps: tuple[str, str]) -> bytes:
+def config(fixtures_dir: Path, name: str, amp: namespaces.Amphora, *swaps: tuple[str, str]) -> bytes:
     """A controller haproxy config with the agent's paths, and its VIP moved where a test plugged one."""
     text = render(fixtures_dir, name, amp)
     for old, new in swaps:
@@ -45,7 +46,7 @@ def config(fixtures_dir: Path, name: str, amp: lab.Amphora, *swaps: tuple[str, s
 
 
 def fetch(
-    peer: lab.Peer, host: str, port: int = 80, source: str | None = None, timeout: float = 2.0
+    peer: namespaces.Peer, host: str, port: int = 80, source: str | None = None, timeout: float = 2.0
 ) -> bytes:
     """One HTTP/1.0 GET from inside ``peer`` (optionally from ``source``); the body of a 200, else OSError."""
 
@@ -69,7 +70,7 @@ def fetch(
 
 
 def answers(
-    peer: lab.Peer, host: str, port: int = 80, source: str | None = None, timeout: float = 1.0
+    peer: namespaces.Peer, host: str, port: int = 80, source: str | None = None, timeout: float = 1.0
 ) -> bool:
     """Whether a GET from ``peer`` gets a 200."""
     try:
@@ -88,11 +89,11 @@ def wait_listening(netns_name: str, host: str, port: int, timeout: float = 10.0)
             sock.settimeout(0.2)
             return sock.connect_ex((host, port)) == 0
 
-    if not lab.wait_until(lambda: netns.call_in(netns_name, probe), timeout, 0.05):
+    if not namespaces.wait_until(lambda: netns.call_in(netns_name, probe), timeout, 0.05):
         raise RuntimeError(f"nothing listens on {host}:{port} in {netns_name}")
 
 
-def post(amp: lab.Amphora, path: str, content: bytes) -> int:
+def post(amp: namespaces.Amphora, path: str, content: bytes) -> int:
     """One POST on a client of its own (for concurrent requests); the status."""
     with amp.client() as api:
         return api.post(path, content=content, headers=JSON).status_code
@@ -101,7 +102,7 @@ def post(amp: lab.Amphora, path: str, content: bytes) -> int:
 # -- kernel state, read with iproute2's JSON output ------------------------------------------------------
 def ip_json(netns: str, *argv: str) -> list[dict[str, Any]]:
     """``ip -j <argv>`` inside a namespace."""
-    out = lab.sh("ip", "-n", netns, "-j", *argv)
+    out = namespaces.sh("ip", "-n", netns, "-j", *argv)
     return json.loads(out) if out.strip() else []
 
 
@@ -147,7 +148,7 @@ def source_rules(netns: str) -> set[tuple[str, str]]:
 class Capture:
     """Every frame arriving in a peer namespace, read for gratuitous ARPs and neighbour advertisements."""
 
-    def __init__(self, peer: lab.Peer) -> None:
+    def __init__(self, peer: namespaces.Peer) -> None:
         self.sock: socket.socket = peer.call(
             lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
         )

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import lab
-from amphora_agent.dispatch import build
+from amphora_agent.keepalived.lvs import LvsListeners
+from amphora_agent.keepalived.objects import build_keepalived
 from amphora_agent.layout import Layout
-from amphora_agent.loadbalancers import LoadBalancers, LockTable
-from amphora_agent.lvs import LvsListeners
-from amphora_agent.settings import LiveSettings, Settings
+from amphora_agent.loadbalancers.service import LoadBalancers, LockTable
+from amphora_agent.settings import LiveSettings, Settings, Topology
 from tests.integration.helpers import SINGLE_HTTP_LB, render
 from tests.integration.net_helpers import Capture
 
@@ -29,23 +29,23 @@ QUIET = 1.0  # how long to listen for announcements that must not come
 
 
 @pytest.fixture
-def client() -> Iterator[lab.Peer]:
+def client() -> Iterator[namespaces.Peer]:
     """The namespace at the far end of the VIP link."""
-    peer = lab.Peer("client").create()
+    peer = namespaces.Peer("client").create()
     try:
         yield peer
     finally:
         peer.destroy()
 
 
-def wire_to(amp: lab.Amphora, client: lab.Peer) -> None:
+def wire_to(amp: namespaces.Amphora, client: namespaces.Peer) -> None:
     """Both VIPs on the amphora's eth1; its far end moved into ``client``."""
     tenant = amp.wire_tenant(vips=[f"{VIP4}/24", f"{VIP6}/64"], member_addresses=[])
-    lab.sh("ip", "link", "set", tenant.link, "netns", client.name)
+    namespaces.sh("ip", "link", "set", tenant.link, "netns", client.name)
     client.sh("ip", "link", "set", tenant.link, "up")
 
 
-def dual_stack_config(fixtures_dir: Path, amp: lab.Amphora) -> bytes:
+def dual_stack_config(fixtures_dir: Path, amp: namespaces.Amphora) -> bytes:
     """single-http.cfg with a second bind line on the IPv6 VIP (and the loopback, never announced)."""
     text = render(fixtures_dir, "single-http.cfg", amp).decode()
     bind = f"    bind {VIP4}:80\n"
@@ -56,10 +56,10 @@ def dual_stack_config(fixtures_dir: Path, amp: lab.Amphora) -> bytes:
 
 @pytest.mark.parametrize("topology", ["SINGLE", "ACTIVE_STANDBY"])
 def test_reload_announces_the_vips_in_single_only(
-    workdir: Path, client: lab.Peer, fixtures_dir: Path, topology: str
+    workdir: Path, client: namespaces.Peer, fixtures_dir: Path, topology: str
 ) -> None:
     """SINGLE: a reload sends a gratuitous ARP for the IPv4 VIP and an NA for the IPv6 one; A/S: none."""
-    amp = lab.Amphora(workdir, extra_config={"controller_worker": {"loadbalancer_topology": topology}})
+    amp = namespaces.Amphora(workdir, extra_config={"controller_worker": {"loadbalancer_topology": topology}})
     amp.create()
     try:
         amp.start_agent()
@@ -85,7 +85,7 @@ def test_reload_announces_the_vips_in_single_only(
         amp.destroy()
 
 
-def lvs_listeners(base: Path, namespace: str, topology: str) -> LvsListeners:
+def lvs_listeners(base: Path, namespace: str, topology: Topology) -> LvsListeners:
     """The agent's LVS service in this process, for the haproxy namespace ``namespace``."""
     settings = Settings(
         base_path=base,
@@ -95,22 +95,22 @@ def lvs_listeners(base: Path, namespace: str, topology: str) -> LvsListeners:
     )
     live = LiveSettings(settings)
     lbs = LoadBalancers(live, Layout.from_settings(settings), LockTable())
-    return build(live, lbs, lbs.locks).lvs
+    return build_keepalived(live, lbs, lbs.locks).lvs
 
 
 @pytest.mark.parametrize("topology", ["SINGLE", "ACTIVE_STANDBY"])
 def test_lvs_vips_are_announced_in_single_only(
-    tmp_path: Path, client: lab.Peer, fixtures_dir: Path, topology: str
+    tmp_path: Path, client: namespaces.Peer, fixtures_dir: Path, topology: Topology
 ) -> None:
     """Every VIP of an LVS config (both families) is announced in SINGLE, none in ACTIVE_STANDBY.
 
     Starting keepalived needs IPVS, so this drives the announcement step of a start or restart.
     """
-    hx = lab.Peer("hx").create()
+    hx = namespaces.Peer("hx").create()
     link = f"a{os.getpid() % 100000}x{hx.index}"
     try:
-        lab.sh("ip", "link", "add", link, "type", "veth", "peer", "name", "eth1", "netns", hx.name)
-        lab.sh("ip", "link", "set", link, "netns", client.name)
+        namespaces.sh("ip", "link", "add", link, "type", "veth", "peer", "name", "eth1", "netns", hx.name)
+        namespaces.sh("ip", "link", "set", link, "netns", client.name)
         client.sh("ip", "link", "set", link, "up")
         for cidr in ("198.51.100.50/24", "2001:db8:101::50/64"):
             hx.sh("ip", "addr", "add", cidr, "dev", "eth1", "nodad")

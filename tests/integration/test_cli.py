@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from lab import namespaces
+from lab.vrrp import keepalived_config
 from typer.testing import CliRunner
 
-from amphora_agent import lab
 from amphora_agent.ctl.app import app
 from amphora_agent.devcerts import CertificateAuthority
-from amphora_agent.lab_vrrp import keepalived_config
 from tests.integration.helpers import SINGLE_HTTP_LB, render
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ def free_udp_port() -> int:
 class Ctl:
     """Runs amphoractl in-process with the amphora's connection settings in the environment."""
 
-    def __init__(self, amp: lab.Amphora, folder: Path, heartbeat_port: int) -> None:
+    def __init__(self, amp: namespaces.Amphora, folder: Path, heartbeat_port: int) -> None:
         self.amp = amp
         self.folder = folder
         self.heartbeat_port = heartbeat_port
@@ -94,7 +94,7 @@ def ctl() -> Iterator[Ctl]:
     """A running agent (heartbeats every second to a port here) and amphoractl set up for it."""
     with tempfile.TemporaryDirectory(prefix="amp") as path:
         folder = Path(path)
-        amp = lab.Amphora(folder / "amp")
+        amp = namespaces.Amphora(folder / "amp")
         port = free_udp_port()
         amp.extra_config = {
             "health_manager": {

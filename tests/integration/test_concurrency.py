@@ -7,8 +7,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import lab
 from tests.integration.helpers import get
 
 pytestmark = pytest.mark.integration
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 VIP = "198.51.100.10"
 
 
-def config(amp: lab.Amphora, lb_id: str, port: int, marker: str) -> bytes:
+def config(amp: namespaces.Amphora, lb_id: str, port: int, marker: str) -> bytes:
     """A controller-style config whose one listener answers ``marker`` itself (no members needed)."""
     return f"""# Configuration for loadbalancer {lb_id}
 global
@@ -41,13 +41,13 @@ frontend {uuid.uuid5(uuid.NAMESPACE_OID, lb_id)}
 """.encode()
 
 
-def masters(amp: lab.Amphora) -> list[int]:
+def masters(amp: namespaces.Amphora) -> list[int]:
     """Live haproxy masters of this amphora (processes whose parent is not a haproxy of ours)."""
     processes = amp.haproxy_processes()
-    return [pid for pid in processes if lab.parent_pid(pid) not in processes]
+    return [pid for pid in processes if namespaces.parent_pid(pid) not in processes]
 
 
-def storm(amp: lab.Amphora, lb_id: str, port: int, rounds: int, statuses: list[int]) -> None:
+def storm(amp: namespaces.Amphora, lb_id: str, port: int, rounds: int, statuses: list[int]) -> None:
     """Upload and reload ``rounds`` times, recording every status."""
     with amp.client() as api:
         for n in range(rounds):
@@ -60,7 +60,7 @@ def storm(amp: lab.Amphora, lb_id: str, port: int, rounds: int, statuses: list[i
             statuses.extend([put.status_code, reload.status_code])
 
 
-def test_fifty_concurrent_uploads_and_reloads_on_one_lb(amphora: lab.Amphora) -> None:
+def test_fifty_concurrent_uploads_and_reloads_on_one_lb(amphora: namespaces.Amphora) -> None:
     """10 clients x 5 upload+reload on one LB: all 2xx, one master, the stored config runs."""
     amphora.wire_tenant(vips=[f"{VIP}/24"], member_addresses=["198.51.100.1/24"])
     lb_id = str(uuid.uuid4())
@@ -77,7 +77,7 @@ def test_fifty_concurrent_uploads_and_reloads_on_one_lb(amphora: lab.Amphora) ->
     assert get(VIP, 80) == (200, marker.encode())
 
 
-def test_concurrent_uploads_and_reloads_across_ten_lbs(amphora: lab.Amphora) -> None:
+def test_concurrent_uploads_and_reloads_across_ten_lbs(amphora: namespaces.Amphora) -> None:
     """10 LBs upload+reload at once, 5 rounds each: all 2xx, ten masters, every LB answers."""
     amphora.wire_tenant(vips=[f"{VIP}/24"], member_addresses=["198.51.100.1/24"])
     lbs = [str(uuid.uuid4()) for _ in range(10)]

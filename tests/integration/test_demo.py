@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from amphora_agent import demo
+from lab import demo
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +37,9 @@ def test_demo_balances_over_both_members_of_both_listeners() -> None:
 
 
 def test_demo_module_exits_zero_and_prints_the_table() -> None:
-    """``python -m amphora_agent.demo`` (what ``make demo`` runs) exits 0 and names every member."""
+    """``python -m lab.demo`` (what ``make demo`` runs) exits 0 and names every member."""
     done = subprocess.run(
-        [sys.executable, "-m", "amphora_agent.demo", "--requests", "4"],
+        [sys.executable, "-m", "lab.demo", "--requests", "4"],
         capture_output=True,
         text=True,
         timeout=90,

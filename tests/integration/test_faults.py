@@ -16,19 +16,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lab import namespaces
 
-from amphora_agent import heartbeat_codec as codec
-from amphora_agent import lab
-from amphora_agent.system import haproxy as hx
+from amphora_agent.health import codec
+from amphora_agent.system import haproxy
 from tests.integration.helpers import SINGLE_HTTP_LB, SINGLE_HTTP_VIP, get, render, wire_single_http
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def small_disk_amphora(workdir: Path) -> Iterator[lab.Amphora]:
+def small_disk_amphora(workdir: Path) -> Iterator[namespaces.Amphora]:
     """An agent whose base_path is a 2 MiB tmpfs."""
-    amp = lab.Amphora(workdir).create()
+    amp = namespaces.Amphora(workdir).create()
     amp.base.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(amp.base)], check=True)
     try:
@@ -40,7 +40,7 @@ def small_disk_amphora(workdir: Path) -> Iterator[lab.Amphora]:
 
 
 def test_full_disk_is_a_clear_error_and_keeps_serving(
-    small_disk_amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+    small_disk_amphora: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """With base_path full, an upload answers 500 "No space left on device"; nothing is lost."""
     amp = small_disk_amphora
@@ -70,7 +70,7 @@ def test_full_disk_is_a_clear_error_and_keeps_serving(
         assert api.put(url, content=bigger).status_code == 202
 
 
-def upload(amp: lab.Amphora, url: str, body: bytes) -> None:
+def upload(amp: namespaces.Amphora, url: str, body: bytes) -> None:
     """PUT ``body``; the agent may be killed under it."""
     try:
         with amp.client() as api:
@@ -79,7 +79,7 @@ def upload(amp: lab.Amphora, url: str, body: bytes) -> None:
         pass  # expected: the agent was killed mid-request
 
 
-def leftovers(amp: lab.Amphora) -> list[Path]:
+def leftovers(amp: namespaces.Amphora) -> list[Path]:
     """Temp files of interrupted writes in the amphora's folders (the agent removes them at start)."""
     return sorted(amp.workdir.rglob(".*.tmp-*"))
 
@@ -89,7 +89,7 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def test_sigkill_during_uploads_leaves_old_or_new_files(amphora: lab.Amphora) -> None:
+def test_sigkill_during_uploads_leaves_old_or_new_files(amphora: namespaces.Amphora) -> None:
     """Kill -9 the agent at random points of config, certificate and agent-config uploads, repeatedly."""
     rng = random.Random(7)
     lb_id = "5d65dca3-c361-4fdb-afd8-eb3f8fa927e5"
@@ -131,7 +131,7 @@ def test_sigkill_during_uploads_leaves_old_or_new_files(amphora: lab.Amphora) ->
         ]
         for thread in threads:
             thread.start()
-        lab.wait_until(lambda: False, rng.uniform(0.0, 0.15))
+        namespaces.wait_until(lambda: False, rng.uniform(0.0, 0.15))
         amphora.stop_agent(signal.SIGKILL)
         for thread in threads:
             thread.join(30)
@@ -148,7 +148,7 @@ SINGLE_LISTENER = "922d8f42-59a5-4a50-b10d-9632277e363e"
 HEARTBEAT_KEY = "faults-heartbeat-key"
 
 
-def other_config(amp: lab.Amphora) -> bytes:
+def other_config(amp: namespaces.Amphora) -> bytes:
     """A second load balancer (TCP on the VIP's port 8080) that must not notice the first one's fate."""
     return (
         f"global\n    stats socket {amp.base}/{OTHER_LB}.sock mode 0666 level user\n"
@@ -165,14 +165,18 @@ def listeners_in_beats(sock: socket.socket, timeout: float = 2.5) -> set[str]:
     return set(codec.decode(sock.recv(70000), HEARTBEAT_KEY)["listeners"])
 
 
-def masters_of(amp: lab.Amphora, lb_id: str) -> list[int]:
+def masters_of(amp: namespaces.Amphora, lb_id: str) -> list[int]:
     """Live haproxy masters running ``lb_id``'s config, whatever their pid files say."""
-    return [pid for config, pid in hx.masters_by_config(amp.base).items() if config.parent.name == lb_id]
+    return [pid for config, pid in haproxy.masters_by_config(amp.base).items() if config.parent.name == lb_id]
 
 
 @pytest.mark.parametrize(("removed", "recovery"), [("config", "delete"), ("folder", "upload")])
 def test_load_balancer_removed_behind_the_agents_back_is_reported(
-    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path, removed: str, recovery: str
+    amphora: namespaces.Amphora,
+    backends: namespaces.Backends,
+    fixtures_dir: Path,
+    removed: str,
+    recovery: str,
 ) -> None:
     """haproxy.cfg (or the whole folder) deleted by someone else: /listeners, /details, actions, the
     heartbeat and the supervisor keep working for everything else, the agent logs what is left (its
@@ -197,7 +201,9 @@ def test_load_balancer_removed_behind_the_agents_back_is_reported(
         ):
             api.put(f"/1.0/loadbalancer/{amp.amphora_id}/{lb_id}/haproxy", content=body).raise_for_status()
             api.put(f"/1.0/loadbalancer/{lb_id}/reload").raise_for_status()
-        assert lab.wait_until(lambda: listeners_in_beats(beats) == {SINGLE_LISTENER, OTHER_LISTENER}, 6)
+        assert namespaces.wait_until(
+            lambda: listeners_in_beats(beats) == {SINGLE_LISTENER, OTHER_LISTENER}, 6
+        )
         orphan = masters_of(amp, SINGLE_HTTP_LB)
 
         if removed == "config":
@@ -209,12 +215,12 @@ def test_load_balancer_removed_behind_the_agents_back_is_reported(
         ]
         details = api.get("/1.0/details")
         assert details.status_code == 200 and details.json()["listeners"] == [OTHER_LISTENER]
-        assert lab.wait_until(lambda: listeners_in_beats(beats) == {OTHER_LISTENER}, 6)
+        assert namespaces.wait_until(lambda: listeners_in_beats(beats) == {OTHER_LISTENER}, 6)
         for action in ("reload", "stop", "start"):
             assert api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/{action}").status_code == 404
             assert api.put(f"/1.0/loadbalancer/{OTHER_LB}/{action}").status_code == 202
         assert get(SINGLE_HTTP_VIP)[0] == 200, "the orphaned haproxy keeps serving its tenants"
-        assert lab.wait_until(lambda: "removed behind the agent's back" in amp.log_file.read_text(), 5)
+        assert namespaces.wait_until(lambda: "removed behind the agent's back" in amp.log_file.read_text(), 5)
 
         if recovery == "delete":
             assert api.delete(f"/1.0/listeners/{SINGLE_HTTP_LB}").status_code == 200
@@ -225,8 +231,8 @@ def test_load_balancer_removed_behind_the_agents_back_is_reported(
             api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/reload").raise_for_status()
             assert len(masters_of(amp, SINGLE_HTTP_LB)) == 1 and masters_of(amp, SINGLE_HTTP_LB) != orphan
             assert get(SINGLE_HTTP_VIP)[0] == 200
-        assert lab.wait_until(lambda: "without configuration: resolved" in amp.log_file.read_text(), 5)
+        assert namespaces.wait_until(lambda: "without configuration: resolved" in amp.log_file.read_text(), 5)
         killed = masters_of(amp, OTHER_LB)[0]
         os.kill(killed, signal.SIGKILL)  # the supervisor still looks after the others
-        assert lab.wait_until(lambda: masters_of(amp, OTHER_LB) not in ([], [killed]), 2.0)
+        assert namespaces.wait_until(lambda: masters_of(amp, OTHER_LB) not in ([], [killed]), 2.0)
     assert "Traceback" not in amp.log_file.read_text()

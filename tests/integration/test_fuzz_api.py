@@ -28,6 +28,8 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from lab import namespaces
+from lab.vrrp import keepalived_config
 from requests.adapters import HTTPAdapter
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -38,9 +40,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from amphora_agent import lab
-from amphora_agent.lab_vrrp import keepalived_config
-from tests import openapi_support as oas
+from tests import openapi_support
 from tests.integration.helpers import SINGLE_HTTP_LB, SINGLE_HTTP_VIP, render
 
 EXAMPLES = int(os.environ.get("AMPHORA_FUZZ_EXAMPLES", "5"))
@@ -55,14 +55,14 @@ CHECKS = [
 ]
 
 schemathesis.serializer.alias("application/x-pem-file", "text/plain")  # PEM uploads are raw text
-schema = schemathesis.openapi.from_path(str(oas.DOCUMENT))
+schema = schemathesis.openapi.from_path(str(openapi_support.DOCUMENT))
 ANSWERS: Counter[tuple[str, str, int]] = Counter()  # (method, path template, status) -> answers
 
 
 class AmphoraAdapter(HTTPAdapter):
     """Mutual TLS to one lab amphora: our client certificate, its CA, the amphora id as host name."""
 
-    def __init__(self, amp: lab.Amphora) -> None:
+    def __init__(self, amp: namespaces.Amphora) -> None:
         self._ctx = amp.ssl_context()
         self._name = amp.amphora_id
         super().__init__(max_retries=0)
@@ -74,10 +74,10 @@ class AmphoraAdapter(HTTPAdapter):
 
 
 @pytest.fixture(scope="module")
-def fuzz_amphora(fixtures_dir: Path) -> Iterator[lab.Amphora]:
+def fuzz_amphora(fixtures_dir: Path) -> Iterator[namespaces.Amphora]:
     """One configured amphora for the whole run: a running load balancer and a running keepalived."""
     with tempfile.TemporaryDirectory(prefix="amp") as path:
-        amp = lab.Amphora(Path(path)).create()
+        amp = namespaces.Amphora(Path(path)).create()
         try:
             amp.start_agent()
             amp.wire_tenant(
@@ -96,14 +96,14 @@ def fuzz_amphora(fixtures_dir: Path) -> Iterator[lab.Amphora]:
 
 
 @pytest.fixture(scope="module")
-def session(fuzz_amphora: lab.Amphora) -> Iterator[requests.Session]:
+def session(fuzz_amphora: namespaces.Amphora) -> Iterator[requests.Session]:
     """A kept-alive requests session to the agent."""
     with requests.Session() as s:
         s.mount("https://", AmphoraAdapter(fuzz_amphora))
         yield s
 
 
-def localize(body: Any, amp: lab.Amphora) -> Any:
+def localize(body: Any, amp: namespaces.Amphora) -> Any:
     """A text body with the controller's directories and namespace mapped to the lab amphora's."""
     if not isinstance(body, str):
         return body
@@ -114,7 +114,7 @@ def localize(body: Any, amp: lab.Amphora) -> Any:
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_documented(
-    case: schemathesis.Case[Any], fuzz_amphora: lab.Amphora, session: requests.Session
+    case: schemathesis.Case[Any], fuzz_amphora: namespaces.Amphora, session: requests.Session
 ) -> None:
     """Generated requests to every operation: no 5xx, every answer as the document describes it."""
     case.body = localize(case.body, fuzz_amphora)
@@ -133,8 +133,8 @@ def test_every_operation_was_called() -> None:
     """The run above reached every documented operation (prints what each answered, with ``-s``)."""
     if not ANSWERS:
         pytest.skip("the fuzz run above was not selected")
-    called = {(method, oas.normalize(path)) for method, path, _ in ANSWERS}
-    assert called == set(oas.documented()), set(oas.documented()) - called
+    called = {(method, openapi_support.normalize(path)) for method, path, _ in ANSWERS}
+    assert called == set(openapi_support.documented()), set(openapi_support.documented()) - called
     for (method, path, status), count in sorted(ANSWERS.items()):
         print(f"{count:5d} x {status} {method} {path}")
     print(f"{sum(ANSWERS.values())} requests, {EXAMPLES} generated cases per operation and mode")

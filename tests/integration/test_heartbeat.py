@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import heartbeat, lab, stats
-from amphora_agent import heartbeat_codec as codec
-from amphora_agent.system import haproxy as hx
+from amphora_agent.health import codec, samples
+from amphora_agent.system import haproxy
 from tests.integration.helpers import SINGLE_HTTP_LB, render
 
 pytestmark = pytest.mark.integration
@@ -120,14 +120,14 @@ def traffic(host: str, good: int, bad: int = 0) -> int:
     return sum(exchange(host, request) for request in [GOOD_REQUEST] * good + [BAD_REQUEST] * bad)
 
 
-def haproxy_counters(amp: lab.Amphora, lb_id: str, listener_id: str) -> dict[str, int]:
+def haproxy_counters(amp: namespaces.Amphora, lb_id: str, listener_id: str) -> dict[str, int]:
     """A listener's absolute counters, read from haproxy's stats socket directly.
 
     In HTTP mode haproxy counts the bytes of its internal message form, not the wire bytes, so the
     deltas are checked against haproxy's own figures.
     """
-    answer = hx.stats_query(amp.base / f"{lb_id}.sock", stats.SHOW_STAT_ALL)
-    return stats.listeners_from_rows(stats.parse_show_stat(answer))[listener_id].counters()
+    answer = haproxy.stats_query(amp.base / f"{lb_id}.sock", samples.SHOW_STAT_ALL)
+    return samples.listeners_from_rows(samples.parse_show_stat(answer))[listener_id].counters()
 
 
 def counted(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -149,15 +149,15 @@ def beats() -> Iterator[Beats]:
         yield Beats(sock)
 
 
-def controller_entry(amp: lab.Amphora, port: int) -> str:
+def controller_entry(amp: namespaces.Amphora, port: int) -> str:
     """Our end of ``amp``'s management link, as a ``controller_ip_port_list`` entry."""
     return f"[2001:db8:f00:{amp.index:x}::1]:{port}"
 
 
 @pytest.fixture
-def hb_amphora(workdir: Path, beats: Beats) -> Iterator[lab.Amphora]:
+def hb_amphora(workdir: Path, beats: Beats) -> Iterator[namespaces.Amphora]:
     """A running agent that sends a heartbeat every second to ``beats``."""
-    amp = lab.Amphora(workdir)
+    amp = namespaces.Amphora(workdir)
     amp.extra_config = {
         "health_manager": {
             "controller_ip_port_list": controller_entry(amp, beats.port),
@@ -173,7 +173,7 @@ def hb_amphora(workdir: Path, beats: Beats) -> Iterator[lab.Amphora]:
         amp.destroy()
 
 
-def load(amp: lab.Amphora, fixtures_dir: Path, name: str, lb_id: str) -> None:
+def load(amp: namespaces.Amphora, fixtures_dir: Path, name: str, lb_id: str) -> None:
     """Upload a controller config (health checks every 300 ms instead of 5 s) and reload it."""
     body = render(fixtures_dir, name, amp).replace(b"check inter 5s", b"check inter 300ms")
     with amp.client() as api:
@@ -181,7 +181,7 @@ def load(amp: lab.Amphora, fixtures_dir: Path, name: str, lb_id: str) -> None:
         api.put(f"/1.0/loadbalancer/{lb_id}/reload").raise_for_status()
 
 
-def wire(amp: lab.Amphora, backends: lab.Backends, members: tuple[str, ...]) -> None:
+def wire(amp: namespaces.Amphora, backends: namespaces.Backends, members: tuple[str, ...]) -> None:
     """VIPs .10 (single-http) and .30 (prometheus) on the amphora; member servers on our side."""
     amp.wire_tenant(
         vips=["198.51.100.10/24", "198.51.100.30/24"],
@@ -199,7 +199,7 @@ def members_of(message: dict[str, Any], pool: str) -> dict[str, str] | None:
 
 
 def test_two_load_balancers_statuses_and_traffic_deltas(
-    hb_amphora: lab.Amphora, beats: Beats, backends: lab.Backends, fixtures_dir: Path
+    hb_amphora: namespaces.Amphora, beats: Beats, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """Two LBs: all listeners and pools reported, members up and down followed, traffic counted exactly."""
     amp = hb_amphora
@@ -244,7 +244,7 @@ def test_two_load_balancers_statuses_and_traffic_deltas(
 
 
 def test_deltas_and_seq_survive_an_agent_restart(
-    hb_amphora: lab.Amphora, beats: Beats, backends: lab.Backends, fixtures_dir: Path
+    hb_amphora: namespaces.Amphora, beats: Beats, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """Traffic while the agent is down is reported once after its restart; seq keeps growing."""
     amp = hb_amphora
@@ -265,7 +265,7 @@ def test_deltas_and_seq_survive_an_agent_restart(
 
 
 def test_haproxy_restart_and_reload_give_no_negative_delta(
-    hb_amphora: lab.Amphora, beats: Beats, backends: lab.Backends, fixtures_dir: Path
+    hb_amphora: namespaces.Amphora, beats: Beats, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """When haproxy's counters fall (stop+start, reload) the new absolute values are reported."""
     amp = hb_amphora
@@ -286,7 +286,9 @@ def test_haproxy_restart_and_reload_give_no_negative_delta(
     assert haproxy_counters(amp, SINGLE_HTTP_LB, SINGLE_LISTENER)["stot"] == 1  # it fell from 2 to 1
 
 
-def test_config_push_changes_target_and_key_on_the_next_beat(hb_amphora: lab.Amphora, beats: Beats) -> None:
+def test_config_push_changes_target_and_key_on_the_next_beat(
+    hb_amphora: namespaces.Amphora, beats: Beats
+) -> None:
     """PUT /1.0/config with a new list (one entry malformed) and key: the next beats follow it."""
     amp = hb_amphora
     beats.next()
@@ -313,14 +315,25 @@ def test_config_push_changes_target_and_key_on_the_next_beat(hb_amphora: lab.Amp
     assert "skipping 'not-an-entry' is not ip:port" in amp.log_file.read_text()
 
 
-def test_keepalived_configured_but_stopped_silences_heartbeats(hb_amphora: lab.Amphora, beats: Beats) -> None:
+def test_keepalived_configured_but_stopped_silences_heartbeats(
+    hb_amphora: namespaces.Amphora, beats: Beats
+) -> None:
     """Beats flow while keepalived runs; once it stops, nothing is sent until its config is gone."""
     amp = hb_amphora
     vrrp = amp.base / "vrrp"
     vrrp.mkdir(exist_ok=True)
-    conf = amp.base / heartbeat.KEEPALIVED_CONF
+    conf = amp.base / Path("vrrp/octavia-keepalived.conf")
     conf.write_text("vrrp_script noop {\n    script /bin/true\n    interval 5\n}\n")
-    argv = ["keepalived", "-n", "-l", "-D", "-f", str(conf), "-p", str(amp.base / heartbeat.KEEPALIVED_PID)]
+    argv = [
+        "keepalived",
+        "-n",
+        "-l",
+        "-D",
+        "-f",
+        str(conf),
+        "-p",
+        str(amp.base / Path("vrrp/octavia-keepalived.pid")),
+    ]
     argv += ["-r", str(vrrp / "vrrp.pid"), "-c", str(vrrp / "checkers.pid")]
     keepalived = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{amp.name}", "--", *argv],
@@ -329,10 +342,10 @@ def test_keepalived_configured_but_stopped_silences_heartbeats(hb_amphora: lab.A
         start_new_session=True,
     )
     try:
-        assert lab.wait_until(lambda: (amp.base / heartbeat.KEEPALIVED_PID).exists(), 5)
+        assert namespaces.wait_until(lambda: (amp.base / Path("vrrp/octavia-keepalived.pid")).exists(), 5)
         beats.drain()
         beats.next()  # keepalived alive: heartbeats go on
-        lab.kill_pid(keepalived.pid)
+        namespaces.kill_pid(keepalived.pid)
         keepalived.wait(5)
         time.sleep(0.3)
         beats.drain()
@@ -340,7 +353,7 @@ def test_keepalived_configured_but_stopped_silences_heartbeats(hb_amphora: lab.A
             beats.next(timeout=3.5)
         assert "keepalived is configured but" in amp.log_file.read_text()
     finally:
-        lab.kill_pid(keepalived.pid)
+        namespaces.kill_pid(keepalived.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             keepalived.wait(5)
     conf.unlink()

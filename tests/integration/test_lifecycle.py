@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import lab
 from tests.integration.helpers import (
     SINGLE_HTTP_LB,
     SINGLE_HTTP_VIP,
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_upload_reload_serves_and_balances(
-    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+    amphora: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """A controller config uploaded and reloaded answers on the VIP, balanced over both members."""
     wire_single_http(amphora, backends)
@@ -43,7 +43,7 @@ def test_upload_reload_serves_and_balances(
 
 
 def test_fifty_reloads_under_load_lose_nothing(
-    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+    amphora: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """50 reloads while clients open new connections: zero failed requests."""
     wire_single_http(amphora, backends)
@@ -61,7 +61,7 @@ def test_fifty_reloads_under_load_lose_nothing(
 
 
 def test_reload_that_cannot_bind_fails_and_old_worker_keeps_serving(
-    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+    amphora: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """A config that passes ``haproxy -c`` but cannot bind: 500 on reload, the LB keeps serving."""
     wire_single_http(amphora, backends)

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import health_checker, lab
-from amphora_agent import keepalived_text as kt
+from amphora_agent.keepalived import config_text
+from amphora_agent.probes import health_checker
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ needs_ipvs = pytest.mark.skipif(not IPVS.exists(), reason=f"no IPVS in this kern
 without_ipvs = pytest.mark.skipif(IPVS.exists(), reason="this kernel has IPVS: the agent forwards")
 
 
-def lvs_config(fixtures_dir: Path, name: str, amp: lab.Amphora) -> bytes:
+def lvs_config(fixtures_dir: Path, name: str, amp: namespaces.Amphora) -> bytes:
     """A controller LVS config with this amphora's base path and haproxy namespace."""
     text = (fixtures_dir / "lvs" / name).read_text().replace("/var/lib/octavia", str(amp.base))
     return text.replace("net_namespace amphora-haproxy", f"net_namespace {amp.haproxy_ns}").encode()
@@ -77,7 +78,7 @@ class UdpMember:
 
 
 @pytest.fixture
-def amp(amphora: lab.Amphora) -> lab.Amphora:
+def amp(amphora: namespaces.Amphora) -> namespaces.Amphora:
     """The amphora with the l4 load balancer's VIP on eth1 and its members' subnet on our side."""
     amphora.wire_tenant(
         vips=["198.51.100.40/24"],
@@ -96,7 +97,7 @@ def members() -> Iterator[list[UdpMember]]:
         member.close()
 
 
-def run_check(amp: lab.Amphora, command: str) -> int:
+def run_check(amp: namespaces.Amphora, command: str) -> int:
     """A health-check command line as keepalived runs it: in the haproxy namespace, as root."""
     argv = ["nsenter", f"--net=/run/netns/{amp.haproxy_ns}", "--", *shlex.split(command)]
     return subprocess.run(argv, capture_output=True, timeout=20, check=False).returncode
@@ -104,7 +105,7 @@ def run_check(amp: lab.Amphora, command: str) -> int:
 
 @pytest.mark.parametrize("name", sorted(FIXTURE_IDS))
 def test_controller_lvs_configs_pass_keepalived_and_read_back(
-    amp: lab.Amphora, fixtures_dir: Path, name: str
+    amp: namespaces.Amphora, fixtures_dir: Path, name: str
 ) -> None:
     """Each controller LVS config is accepted, stored (0644) and read back byte for byte."""
     listener_id, body = FIXTURE_IDS[name], lvs_config(fixtures_dir, name, amp)
@@ -130,7 +131,7 @@ def test_controller_lvs_configs_pass_keepalived_and_read_back(
     ids=["typo", "routing-method", "other-namespace"],
 )
 def test_broken_lvs_config_is_rejected_with_keepalived_output(
-    amp: lab.Amphora, fixtures_dir: Path, edit: Callable[[str], str], expected: str
+    amp: namespaces.Amphora, fixtures_dir: Path, edit: Callable[[str], str], expected: str
 ) -> None:
     """A broken LVS config: 400 with keepalived's diagnostics (line numbers), nothing stored."""
     body = edit(lvs_config(fixtures_dir, "udp-listener.conf", amp).decode()).encode()
@@ -142,7 +143,7 @@ def test_broken_lvs_config_is_rejected_with_keepalived_output(
 
 
 @without_ipvs
-def test_lifecycle_reports_missing_ipvs_clearly(amp: lab.Amphora, fixtures_dir: Path) -> None:
+def test_lifecycle_reports_missing_ipvs_clearly(amp: namespaces.Amphora, fixtures_dir: Path) -> None:
     """Without IPVS: keepalived really starts and fails, the reply says why, status is ERROR with it."""
     body = lvs_config(fixtures_dir, "udp-listener.conf", amp)
     lid = UDP_LISTENER
@@ -174,7 +175,7 @@ def test_lifecycle_reports_missing_ipvs_clearly(amp: lab.Amphora, fixtures_dir: 
 
 
 def test_udp_health_check_script_against_real_members(
-    amp: lab.Amphora, fixtures_dir: Path, members: list[UdpMember]
+    amp: namespaces.Amphora, fixtures_dir: Path, members: list[UdpMember]
 ) -> None:
     """The stored config's MISC_CHECK command lines pass for a listening member, fail for a silent one."""
     body = lvs_config(fixtures_dir, "udp-listener.conf", amp)
@@ -182,7 +183,7 @@ def test_udp_health_check_script_against_real_members(
         api.put(
             f"/1.0/listeners/{amp.amphora_id}/{UDP_LISTENER}/udp_listener", content=body
         ).raise_for_status()
-    checks = [m.misc_path for m in kt.parse_lvs(body.decode()).members if m.misc_path]
+    checks = [m.misc_path for m in config_text.parse_lvs(body.decode()).members if m.misc_path]
     assert [c.split()[1:] for c in checks] == [[MEMBERS[0], "53"], [MEMBERS[1], "53"]]
     members.append(UdpMember(MEMBERS[0], 53, "member-1"))
     assert [run_check(amp, c) for c in checks] == [0, 1]
@@ -192,7 +193,7 @@ def test_udp_health_check_script_against_real_members(
 
 
 def test_active_standby_check_chain_fails_while_a_listener_cannot_run(
-    amp: lab.Amphora, fixtures_dir: Path
+    amp: namespaces.Amphora, fixtures_dir: Path
 ) -> None:
     """In ACTIVE_STANDBY an LVS listener that should run but has no keepalived fails the VRRP check."""
     body = lvs_config(fixtures_dir, "udp-listener.conf", amp)
@@ -218,22 +219,26 @@ def test_active_standby_check_chain_fails_while_a_listener_cannot_run(
 
 @needs_ipvs
 def test_datagrams_reach_both_members_and_a_silent_member_leaves_rotation(
-    amp: lab.Amphora, fixtures_dir: Path
+    amp: namespaces.Amphora, fixtures_dir: Path
 ) -> None:
     """Datagrams to the VIP reach both members, replies come back; a silent member leaves and returns."""
     member_ns = f"{amp.haproxy_ns}-m"
-    lab.sh("ip", "netns", "add", member_ns)
+    namespaces.sh("ip", "netns", "add", member_ns)
     servers: list[subprocess.Popen[bytes]] = []
     try:
-        lab.sh("ip", "-n", member_ns, "link", "set", "lo", "up")
-        lab.sh(*f"ip link add eth2 netns {amp.haproxy_ns} type veth peer name m0 netns {member_ns}".split())
-        lab.sh("ip", "-n", amp.haproxy_ns, "addr", "add", "203.0.113.1/25", "dev", "eth2")
-        lab.sh("ip", "-n", amp.haproxy_ns, "link", "set", "eth2", "up")
-        lab.sh("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.vs.conntrack=1", netns=amp.haproxy_ns)
+        namespaces.sh("ip", "-n", member_ns, "link", "set", "lo", "up")
+        namespaces.sh(
+            *f"ip link add eth2 netns {amp.haproxy_ns} type veth peer name m0 netns {member_ns}".split()
+        )
+        namespaces.sh("ip", "-n", amp.haproxy_ns, "addr", "add", "203.0.113.1/25", "dev", "eth2")
+        namespaces.sh("ip", "-n", amp.haproxy_ns, "link", "set", "eth2", "up")
+        namespaces.sh(
+            "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.vs.conntrack=1", netns=amp.haproxy_ns
+        )
         for ip in MEMBERS:
-            lab.sh("ip", "-n", member_ns, "addr", "add", f"{ip}/25", "dev", "m0")
-        lab.sh("ip", "-n", member_ns, "link", "set", "m0", "up")
-        lab.sh("ip", "-n", member_ns, "route", "add", "default", "via", "203.0.113.1")
+            namespaces.sh("ip", "-n", member_ns, "addr", "add", f"{ip}/25", "dev", "m0")
+        namespaces.sh("ip", "-n", member_ns, "link", "set", "m0", "up")
+        namespaces.sh("ip", "-n", member_ns, "route", "add", "default", "via", "203.0.113.1")
         text = lvs_config(fixtures_dir, "udp-listener.conf", amp).decode()
         for slow, fast in (
             ("delay_loop 5", "delay_loop 1"),
@@ -261,17 +266,21 @@ def test_datagrams_reach_both_members_and_a_silent_member_leaves_rotation(
                         seen.add(sock.recv(99))
             return seen
 
-        assert lab.wait_until(lambda: answers() == {ip.encode() for ip in MEMBERS}, 20)
+        assert namespaces.wait_until(lambda: answers() == {ip.encode() for ip in MEMBERS}, 20)
         servers[1].kill()
-        assert lab.wait_until(lambda: answers() == {MEMBERS[0].encode()}, 20), "the silent member stayed"
+        assert namespaces.wait_until(lambda: answers() == {MEMBERS[0].encode()}, 20), (
+            "the silent member stayed"
+        )
         argv = ["nsenter", f"--net=/run/netns/{member_ns}", "--", "python3", "-c", ECHO_MEMBER, MEMBERS[1]]
         servers.append(subprocess.Popen(argv, start_new_session=True))
-        assert lab.wait_until(lambda: answers() == {ip.encode() for ip in MEMBERS}, 20), "it never came back"
+        assert namespaces.wait_until(lambda: answers() == {ip.encode() for ip in MEMBERS}, 20), (
+            "it never came back"
+        )
     finally:
         for server in servers:
             server.kill()
             server.wait(5)
-        lab.sh("ip", "netns", "del", member_ns, check=False)
+        namespaces.sh("ip", "netns", "del", member_ns, check=False)
 
 
 class SctpResponder:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import heartbeat_codec as codec
-from amphora_agent import lab
+from amphora_agent.health import codec
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def next_beat(sock: socket.socket, timeout: float = 4.0) -> dict[str, Any]:
 
 def test_udp_listener_in_heartbeats(workdir: Path, receiver: socket.socket, fixtures_dir: Path) -> None:
     """With IPVS the started listener is OPEN with its pool; without, beats go on and say why once."""
-    amp = lab.Amphora(workdir)
+    amp = namespaces.Amphora(workdir)
     port = receiver.getsockname()[1]
     amp.extra_config = {
         "health_manager": {

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import lab
 from tests.integration.helpers import get, render
 
 pytestmark = pytest.mark.integration
@@ -78,8 +78,8 @@ def tls_get(host: str, sni: str, ca: Path, path: str = "/") -> tuple[int, bytes,
 
 
 def test_every_listener_of_the_multi_listener_lb(
-    amphora: lab.Amphora,
-    backends: lab.Backends,
+    amphora: namespaces.Amphora,
+    backends: namespaces.Backends,
     fixtures_dir: Path,
 ) -> None:
     """Certificates, then the config, then reload: HTTP (v4+v6), TLS with SNI and TCP all serve."""
@@ -117,19 +117,19 @@ def test_every_listener_of_the_multi_listener_lb(
         assert {r["status"] for r in rows} == {"ACTIVE"}
         assert sorted(api.get("/1.0/details").json()["listeners"]) == sorted(LISTENERS)
 
-    assert lab.wait_until(lambda: get(VIP4)[0] == 200, 10)
+    assert namespaces.wait_until(lambda: get(VIP4)[0] == 200, 10)
     assert {get(VIP4)[1] for _ in range(6)} == {b"web-21", b"web-22"}
     assert get(VIP6)[1] in (b"web-21", b"web-22")
 
     root = fixtures_dir / "certs-extra" / "root-ca.pem"
-    assert lab.wait_until(lambda: tls_get(VIP4, "www.example.com", root)[0] == 200, 15)
+    assert namespaces.wait_until(lambda: tls_get(VIP4, "www.example.com", root)[0] == 200, 15)
     status, body, name = tls_get(VIP4, "www.example.com", root)
     assert (status, name) == (200, "www.example.com") and body.startswith(b"secure-")
     assert tls_get(VIP4, "api.example.com", root)[2] == "api.example.com"
     assert tls_get(VIP4, "www.example.com", root, "/static/x")[1].startswith(b"web-")
 
     with proxy_protocol_member() as seen:
-        assert lab.wait_until(lambda: tcp_line().startswith(b"PROXY TCP4 198.51.100.1 "), 10)
+        assert namespaces.wait_until(lambda: tcp_line().startswith(b"PROXY TCP4 198.51.100.1 "), 10)
     assert seen[0].startswith(b"PROXY TCP4 198.51.100.1 198.51.100.140 ")
 
 

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import lab, network
+from amphora_agent.network import plans
 from tests.integration.helpers import SINGLE_HTTP_LB
 from tests.integration.net_helpers import (
     IPV6_LB,
@@ -57,9 +58,9 @@ MEMBER_SIDE = (
 
 
 @pytest.fixture
-def peers() -> Iterator[tuple[lab.Peer, lab.Peer]]:
+def peers() -> Iterator[tuple[namespaces.Peer, namespaces.Peer]]:
     """A client namespace (VIP network) and a member namespace (member network)."""
-    client, member = lab.Peer("client").create(), lab.Peer("member").create()
+    client, member = namespaces.Peer("client").create(), namespaces.Peer("member").create()
     try:
         yield client, member
     finally:
@@ -67,7 +68,9 @@ def peers() -> Iterator[tuple[lab.Peer, lab.Peer]]:
         member.destroy()
 
 
-def plug_dual_stack_lb(amp: lab.Amphora, client: lab.Peer, member: lab.Peer, backends: lab.Backends) -> None:
+def plug_dual_stack_lb(
+    amp: namespaces.Amphora, client: namespaces.Peer, member: namespaces.Peer, backends: namespaces.Backends
+) -> None:
     """Plug the multi LB's VIP port (IPv4 VIP + IPv6 additional VIP) and the member port; start members."""
     amp.hotplug(VIP_MAC, client.name, CLIENT_SIDE)
     amp.hotplug(MEMBER_MAC, member.name, MEMBER_SIDE)
@@ -89,7 +92,7 @@ def plug_dual_stack_lb(amp: lab.Amphora, client: lab.Peer, member: lab.Peer, bac
         wait_listening(member.name, address, 80)
 
 
-def serve_both_families(amp: lab.Amphora, fixtures_dir: Path) -> None:
+def serve_both_families(amp: namespaces.Amphora, fixtures_dir: Path) -> None:
     """The controller's single-http and ipv6 load balancers, bound to the plugged VIPs, reloaded."""
     uploads = {
         SINGLE_HTTP_LB: config(fixtures_dir, "single-http.cfg", amp, ("198.51.100.10", VIP4)),
@@ -102,7 +105,7 @@ def serve_both_families(amp: lab.Amphora, fixtures_dir: Path) -> None:
             assert api.put(f"/1.0/loadbalancer/{lb_id}/reload").status_code == 202
 
 
-def assert_traffic(client: lab.Peer) -> None:
+def assert_traffic(client: namespaces.Peer) -> None:
     """IPv4 and IPv6 requests to the VIPs reach the members and come back (also from behind host routes).
 
     The ipv6 LB keeps each client on one member (SOURCE_IP persistence), the IPv4 one balances.
@@ -113,7 +116,7 @@ def assert_traffic(client: lab.Peer) -> None:
     assert fetch(client, VIP6, source="2001:db8:300::5") in {b"member-1", b"member-2"}
 
 
-def assert_kernel_state(amp: lab.Amphora) -> None:
+def assert_kernel_state(amp: namespaces.Amphora) -> None:
     """eth1/eth2 carry the MACs, MTUs, addresses, routes and rules of reference 7.4/7.5 (SINGLE)."""
     hx = amp.haproxy_ns
     nics = links(hx)
@@ -141,9 +144,9 @@ def assert_kernel_state(amp: lab.Amphora) -> None:
 
 
 def test_vip_and_member_network_carry_ipv4_and_ipv6(
-    amphora: lab.Amphora,
-    peers: tuple[lab.Peer, lab.Peer],
-    backends: lab.Backends,
+    amphora: namespaces.Amphora,
+    peers: tuple[namespaces.Peer, namespaces.Peer],
+    backends: namespaces.Backends,
     fixtures_dir: Path,
 ) -> None:
     """Plug VIP + network, upload configs: both VIP families answer through the members, as specified."""
@@ -172,9 +175,9 @@ def test_vip_and_member_network_carry_ipv4_and_ipv6(
 
 
 def test_simulated_reboot_brings_the_interfaces_and_traffic_back(
-    amphora: lab.Amphora,
-    peers: tuple[lab.Peer, lab.Peer],
-    backends: lab.Backends,
+    amphora: namespaces.Amphora,
+    peers: tuple[namespaces.Peer, namespaces.Peer],
+    backends: namespaces.Backends,
     fixtures_dir: Path,
 ) -> None:
     """Namespace deleted, NICs back under kernel names, agent restarted: same interfaces, traffic again."""
@@ -187,13 +190,15 @@ def test_simulated_reboot_brings_the_interfaces_and_traffic_back(
     assert not Path(f"/run/netns/{amphora.haproxy_ns}").exists()
     assert {VIP_MAC, MEMBER_MAC} <= {link["address"] for link in links(amphora.name).values()}
     amphora.start_agent()
-    assert lab.wait_until(lambda: answers(client, VIP4) and answers(client, VIP6), 15, 0.1)
+    assert namespaces.wait_until(lambda: answers(client, VIP4) and answers(client, VIP6), 15, 0.1)
     assert_kernel_state(amphora)
     assert_traffic(client)
     assert sorted(p.read_text() for p in (amphora.workdir / "interfaces").glob("*.json")) == stored
 
 
-def test_plug_answers_errors_and_retries(amphora: lab.Amphora, peers: tuple[lab.Peer, lab.Peer]) -> None:
+def test_plug_answers_errors_and_retries(
+    amphora: namespaces.Amphora, peers: tuple[namespaces.Peer, namespaces.Peer]
+) -> None:
     """Unknown MAC: exact 404 (and a PCI rescan); management NIC refused; retries: 409 / update; ethN."""
     client, member = peers
     rescan = amphora.workdir / "pci-rescan"
@@ -259,14 +264,14 @@ def test_plug_answers_errors_and_retries(amphora: lab.Amphora, peers: tuple[lab.
         "fa:16:3e:5a:00:01 eth1\nfa:16:3e:a0:00:02 eth2\nfa:16:3e:a0:00:03 eth3\n"
     )
     stored = json.loads((amphora.workdir / "interfaces" / "eth1.json").read_text())
-    expected = network.vip_interface(network.parse_plug_vip("198.51.100.10", single), "SINGLE")
+    expected = plans.vip_interface(plans.parse_plug_vip("198.51.100.10", single), "SINGLE")
     assert stored == expected.to_json()
 
 
 @pytest.fixture
-def active_standby(workdir: Path) -> Iterator[lab.Amphora]:
+def active_standby(workdir: Path) -> Iterator[namespaces.Amphora]:
     """An agent configured for ACTIVE_STANDBY (keepalived owns the VIPs)."""
-    amp = lab.Amphora(
+    amp = namespaces.Amphora(
         workdir, extra_config={"controller_worker": {"loadbalancer_topology": "ACTIVE_STANDBY"}}
     )
     amp.create()
@@ -278,7 +283,7 @@ def active_standby(workdir: Path) -> Iterator[lab.Amphora]:
 
 
 def test_active_standby_plug_and_vrrp_port_replug(
-    active_standby: lab.Amphora, peers: tuple[lab.Peer, lab.Peer]
+    active_standby: namespaces.Amphora, peers: tuple[namespaces.Peer, namespaces.Peer]
 ) -> None:
     """A/S: only vrrp_ip is added, no source rules; a member subnet on the VRRP port updates eth1 in place."""
     client, _ = peers
@@ -303,7 +308,10 @@ def test_active_standby_plug_and_vrrp_port_replug(
 
 
 def test_vip_firewall_rules(
-    amphora: lab.Amphora, peers: tuple[lab.Peer, lab.Peer], backends: lab.Backends, fixtures_dir: Path
+    amphora: namespaces.Amphora,
+    peers: tuple[namespaces.Peer, namespaces.Peer],
+    backends: namespaces.Backends,
+    fixtures_dir: Path,
 ) -> None:
     """SR-IOV VIP: drop-all until rules arrive; then allowed ports pass, the rest (and other sources) drop."""
     client, _ = peers
@@ -319,7 +327,7 @@ def test_vip_firewall_rules(
         rules = (fixtures_dir / "requests" / "interface-rules-amp-a.json").read_bytes()
         put = api.put("/1.0/interface/198.51.100.141/rules", content=rules, headers=JSON)
         assert (put.status_code, put.json()) == (200, {"message": "OK"})
-        assert lab.wait_until(lambda: answers(client, VIP4, 80), 5, 0.1)
+        assert namespaces.wait_until(lambda: answers(client, VIP4, 80), 5, 0.1)
         assert fetch(client, VIP4, 25, source="203.0.113.200") == b"vip-25"  # 203.0.113.192/27 may use 25
         assert not answers(client, VIP4, 25)  # ... 198.51.100.129 may not
         assert not answers(client, VIP4, 8080)  # no rule at all
@@ -340,7 +348,7 @@ def test_vip_firewall_rules(
 
 
 def test_ipv6_only_vip(
-    amphora: lab.Amphora, peers: tuple[lab.Peer, lab.Peer], backends: lab.Backends
+    amphora: namespaces.Amphora, peers: tuple[namespaces.Peer, namespaces.Peer], backends: namespaces.Backends
 ) -> None:
     """The ipv6 LB's VIP port: vrrp_ip /64 and VIP /128 after DAD, IPv6 routes and rule, answers a client."""
     client, _ = peers

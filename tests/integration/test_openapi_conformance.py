@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from lab import namespaces
+from lab.vrrp import keepalived_config
 
-from amphora_agent import lab
-from amphora_agent.lab_vrrp import keepalived_config
-from tests import openapi_support as oas
+from tests import openapi_support
 from tests.integration.helpers import SINGLE_HTTP_LB, render
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ ETH1_IP = "198.51.100.141"
 class Checker:
     """Sends requests to the agent and validates every answer; remembers what was covered."""
 
-    amp: lab.Amphora
+    amp: namespaces.Amphora
     api: httpx.Client
     covered: set[tuple[str, str, int]] = field(default_factory=set)
 
@@ -41,15 +41,15 @@ class Checker:
         """One request: it must answer ``status``, as the document says."""
         response = self.api.request(method, path, content=content, json=body)
         assert response.status_code == status, (method, path, response.status_code, response.text[:500])
-        template, _ = oas.check_response(
+        template, _ = openapi_support.check_response(
             method, response.url.path, status, response.headers, response.content
         )
-        self.covered.add((method, oas.normalize(template), status))
+        self.covered.add((method, openapi_support.normalize(template), status))
         return response
 
 
 @pytest.fixture
-def check(amphora: lab.Amphora) -> Iterator[Checker]:
+def check(amphora: namespaces.Amphora) -> Iterator[Checker]:
     """A running agent whose haproxy namespace has an eth1 with the VIP and a VRRP address."""
     amphora.wire_tenant(vips=["198.51.100.10/24"], member_addresses=[], haproxy_side=[f"{ETH1_IP}/24"])
     with amphora.client() as api:
@@ -122,7 +122,9 @@ def test_every_operation_answers_as_documented(check: Checker, fixtures_dir: Pat
     check("DELETE", "/1.0/listeners/not_an-id", 400)
 
     called = {(method, path) for method, path, _ in check.covered}
-    assert called == set(oas.documented()) - oas.PENDING, "every served operation was called"
+    assert called == set(openapi_support.documented()) - openapi_support.PENDING, (
+        "every served operation was called"
+    )
 
 
 ROUTER_ERRORS = [
@@ -134,10 +136,10 @@ ROUTER_ERRORS = [
 ]
 
 
-def test_router_errors_are_json_errors(amphora: lab.Amphora) -> None:
+def test_router_errors_are_json_errors(amphora: namespaces.Amphora) -> None:
     """No route or a wrong method: a JSON 404/405 in the document's Error shape (never retried HTML)."""
     with amphora.client() as api:
         for method, path, status in ROUTER_ERRORS:
             response = api.request(method, path)
             assert response.status_code == status, (method, path)
-            oas.check_router_error(status, response.headers, response.content)
+            openapi_support.check_router_error(status, response.headers, response.content)

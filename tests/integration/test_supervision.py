@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lab import namespaces
 
-from amphora_agent import lab
 from tests.integration.helpers import (
     SINGLE_HTTP_LB,
     SINGLE_HTTP_VIP,
@@ -22,7 +22,7 @@ from tests.integration.helpers import (
 pytestmark = pytest.mark.integration
 
 
-def serving(amp: lab.Amphora, backends: lab.Backends, fixtures_dir: Path) -> int:
+def serving(amp: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path) -> int:
     """Upload and start the single-http LB; return its haproxy master pid."""
     wire_single_http(amp, backends)
     with amp.client() as api:
@@ -45,7 +45,7 @@ def answers() -> bool:
 
 @pytest.mark.parametrize("target", ["master", "worker"])
 def test_killed_haproxy_is_back_within_two_seconds(
-    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path, target: str
+    amphora: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path, target: str
 ) -> None:
     """SIGKILL of the haproxy master (or its worker): the supervisor has it serving again within 2 s."""
     master = serving(amphora, backends, fixtures_dir)
@@ -54,15 +54,15 @@ def test_killed_haproxy_is_back_within_two_seconds(
         children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
         pid = int(children[0])
     os.kill(pid, signal.SIGKILL)
-    assert lab.wait_until(lambda: not answers(), 2.0) or True  # it may already be back
-    assert lab.wait_until(answers, 2.0), "haproxy not serving 2 s after the kill"
+    assert namespaces.wait_until(lambda: not namespaces.alive(pid), 2.0), f"{target} {pid} survived SIGKILL"
+    assert namespaces.wait_until(answers, 2.0), "haproxy not serving 2 s after the kill"
     if target == "master":
         assert amphora.haproxy_pids()[0] != master
-        assert lab.wait_until(lambda: "started it again" in amphora.log_file.read_text(), 2.0)
+        assert namespaces.wait_until(lambda: "started it again" in amphora.log_file.read_text(), 2.0)
 
 
 def test_agent_restart_under_load_loses_nothing(
-    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+    amphora: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """haproxy runs detached: stopping and starting the agent under load fails no request."""
     master = serving(amphora, backends, fixtures_dir)
@@ -77,7 +77,7 @@ def test_agent_restart_under_load_loses_nothing(
 
 
 def test_rejected_config_keeps_serving(
-    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+    amphora: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """A config haproxy rejects answers 400 with haproxy's output; the old config keeps serving."""
     serving(amphora, backends, fixtures_dir)
@@ -97,25 +97,27 @@ def test_rejected_config_keeps_serving(
 
 
 def test_simulated_reboot_starts_what_was_running(
-    amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path
+    amphora: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path
 ) -> None:
     """Agent and haproxy gone, haproxy namespace deleted: the next agent start brings the LB back."""
     serving(amphora, backends, fixtures_dir)
     amphora.stop_agent(signal.SIGKILL)
     for pid in amphora.haproxy_pids():
-        lab.kill_pid(pid)
+        namespaces.kill_pid(pid)
     subprocess.run(["ip", "netns", "del", amphora.haproxy_ns], check=True)
     assert not answers()
     # the VIP wiring was in the deleted namespace; the test (not the agent) re-creates it here,
     # and the agent must start haproxy in that namespace once it is back
-    lab.sh("ip", "link", "del", amphora.tenant.link if amphora.tenant else "", check=False)
+    namespaces.sh("ip", "link", "del", amphora.tenant.link if amphora.tenant else "", check=False)
     backends.stop()
     wire_single_http(amphora, backends)
     amphora.start_agent()
-    assert lab.wait_until(answers, 5.0)
+    assert namespaces.wait_until(answers, 5.0)
 
 
-def test_stop_start_and_delete(amphora: lab.Amphora, backends: lab.Backends, fixtures_dir: Path) -> None:
+def test_stop_start_and_delete(
+    amphora: namespaces.Amphora, backends: namespaces.Backends, fixtures_dir: Path
+) -> None:
     """stop stops (and the supervisor leaves it stopped), start of a running LB is a no-op, delete cleans."""
     master = serving(amphora, backends, fixtures_dir)
     with amphora.client() as api:
@@ -123,10 +125,10 @@ def test_stop_start_and_delete(amphora: lab.Amphora, backends: lab.Backends, fix
         assert started.status_code == 202 and amphora.haproxy_pids() == [master]
         stopped = api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/stop")
         assert stopped.json() == {"message": "OK", "details": f"Listener {SINGLE_HTTP_LB} stoped"}
-        assert not lab.wait_until(answers, 1.5), "the supervisor must not restart a stopped LB"
+        assert not namespaces.wait_until(answers, 1.5), "the supervisor must not restart a stopped LB"
         assert api.get("/1.0/listeners").json()[0]["status"] == "STOPPED"
         assert api.put(f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/start").status_code == 202
-        assert lab.wait_until(answers, 2.0)
+        assert namespaces.wait_until(answers, 2.0)
         pid = amphora.haproxy_pids()[0]
         cert = api.put(
             f"/1.0/loadbalancer/{SINGLE_HTTP_LB}/certificates/ca.pem",
@@ -134,7 +136,7 @@ def test_stop_start_and_delete(amphora: lab.Amphora, backends: lab.Backends, fix
         )
         assert cert.status_code == 200
         assert api.delete(f"/1.0/listeners/{SINGLE_HTTP_LB}").json() == {"message": "OK"}
-        assert not lab._alive(pid)
+        assert not namespaces.alive(pid)
         assert not (amphora.base / SINGLE_HTTP_LB).exists()
         assert not (amphora.base / f"{SINGLE_HTTP_LB}.sock").exists()
         assert not (amphora.base / "certs" / SINGLE_HTTP_LB).exists()

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from amphora_agent import lab
-from amphora_agent.lab_vrrp import (
+from lab import namespaces
+from lab.vrrp import (
     CLIENT_IP,
     LB_ID,
     MEMBER_IPS,
@@ -26,6 +25,7 @@ from amphora_agent.lab_vrrp import (
     haproxy_config,
     keepalived_config,
 )
+
 from amphora_agent.system.haproxy import is_running, read_pid
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ VRRP_PID = Path("vrrp") / "octavia-keepalived.pid"
 
 
 @pytest.fixture
-def amp(amphora: lab.Amphora, backends: lab.Backends) -> lab.Amphora:
+def amp(amphora: namespaces.Amphora, backends: namespaces.Backends) -> namespaces.Amphora:
     """The running amphora with eth1 (198.51.100.141/25) and two members on our side."""
     amphora.wire_tenant(
         vips=[],
@@ -43,19 +43,19 @@ def amp(amphora: lab.Amphora, backends: lab.Backends) -> lab.Amphora:
         haproxy_side=["198.51.100.141/25"],
     )
     for key in ("net.ipv4.ip_nonlocal_bind", "net.ipv6.ip_nonlocal_bind"):
-        lab.sh("sysctl", "-qw", f"{key}=1", netns=amphora.haproxy_ns)
+        namespaces.sh("sysctl", "-qw", f"{key}=1", netns=amphora.haproxy_ns)
     backends.start(MEMBER_IPS[0], 80, "member-1")
     return amphora
 
 
 @pytest.fixture
-def vrrp_conf(amp: lab.Amphora, fixtures_dir: Path) -> bytes:
+def vrrp_conf(amp: namespaces.Amphora, fixtures_dir: Path) -> bytes:
     """The controller's MASTER config for this amphora's paths, with short check timers."""
     return keepalived_config(fixtures_dir, 0, amp.base, TIMERS)
 
 
 @pytest.fixture
-def lb(amp: lab.Amphora, fixtures_dir: Path) -> str:
+def lb(amp: namespaces.Amphora, fixtures_dir: Path) -> str:
     """A running load balancer on the VIP, so the check chain passes and keepalived may be MASTER."""
     with amp.client() as api:
         body = haproxy_config(fixtures_dir, amp.base)
@@ -64,25 +64,25 @@ def lb(amp: lab.Amphora, fixtures_dir: Path) -> str:
     return LB_ID
 
 
-def keepalived_pid(amp: lab.Amphora) -> int | None:
+def keepalived_pid(amp: namespaces.Amphora) -> int | None:
     """The live main keepalived named by the VRRP pid file."""
     pid = read_pid(amp.base / VRRP_PID)
     return pid if is_running(pid, "keepalived") else None
 
 
-def holds_vip(amp: lab.Amphora) -> bool:
+def holds_vip(amp: namespaces.Amphora) -> bool:
     """Whether keepalived put the VIP on eth1."""
-    return f" {VIP}/" in lab.sh("ip", "-4", "-o", "addr", "show", "dev", "eth1", netns=amp.haproxy_ns)
+    return f" {VIP}/" in namespaces.sh("ip", "-4", "-o", "addr", "show", "dev", "eth1", netns=amp.haproxy_ns)
 
 
-def run_check_chain(amp: lab.Amphora) -> int:
+def run_check_chain(amp: namespaces.Amphora) -> int:
     """Run ``vrrp/check_script.sh`` as keepalived does; its exit code."""
     script = amp.base / "vrrp" / "check_script.sh"
     return subprocess.run([str(script)], capture_output=True, timeout=30, check=False).returncode
 
 
 def test_controller_configs_are_accepted_with_their_warnings_logged(
-    amp: lab.Amphora, fixtures_dir: Path
+    amp: namespaces.Amphora, fixtures_dir: Path
 ) -> None:
     """Both controller configs (keepalived -t exits non-zero on them) are stored; the warnings are logged."""
     with amp.client() as api:
@@ -111,7 +111,7 @@ def test_controller_configs_are_accepted_with_their_warnings_logged(
     ids=["typo", "no-such-interface", "unbalanced", "bad-vrid"],
 )
 def test_fatal_errors_are_rejected_and_change_nothing(
-    amp: lab.Amphora, vrrp_conf: bytes, edit: Callable[[str], str], expected: str
+    amp: namespaces.Amphora, vrrp_conf: bytes, edit: Callable[[str], str], expected: str
 ) -> None:
     """A fatal keepalived error: 400 with its output; stored config and running keepalived untouched."""
     with amp.client() as api:
@@ -125,7 +125,7 @@ def test_fatal_errors_are_rejected_and_change_nothing(
     assert pid is not None and keepalived_pid(amp) == pid
 
 
-def test_actions_start_reload_stop(amp: lab.Amphora, vrrp_conf: bytes, lb: str) -> None:
+def test_actions_start_reload_stop(amp: namespaces.Amphora, vrrp_conf: bytes, lb: str) -> None:
     """start, start-while-running (a reload), reload (VRRP state kept), stop, and reload of a stopped one."""
     with amp.client() as api:
         unknown = api.put("/1.0/vrrp/RESTART")
@@ -134,12 +134,14 @@ def test_actions_start_reload_stop(amp: lab.Amphora, vrrp_conf: bytes, lb: str) 
         api.put("/1.0/vrrp/upload", content=vrrp_conf).raise_for_status()
         assert api.put("/1.0/vrrp/start").json() == {"message": "OK", "details": "keepalived started"}
         pid = keepalived_pid(amp)
-        assert lab.wait_until(lambda: holds_vip(amp), 10), "keepalived never became MASTER"
+        assert namespaces.wait_until(lambda: holds_vip(amp), 10), "keepalived never became MASTER"
         for action in ("start", "reload"):
             reply = api.put(f"/1.0/vrrp/{action}")
             assert (reply.status_code, reply.json()["details"]) == (202, "keepalived reloaded")
             assert keepalived_pid(amp) == pid
-            assert not lab.wait_until(lambda: not holds_vip(amp), 2, 0.05), "the reload dropped the VIP"
+            assert not namespaces.wait_until(lambda: not holds_vip(amp), 2, 0.05), (
+                "the reload dropped the VIP"
+            )
         assert api.put("/1.0/vrrp/stop").json()["details"] == "keepalived stoped"
         assert keepalived_pid(amp) is None and not holds_vip(amp)
         assert api.put("/1.0/vrrp/reload").json()["details"] == "keepalived started"
@@ -147,7 +149,7 @@ def test_actions_start_reload_stop(amp: lab.Amphora, vrrp_conf: bytes, lb: str) 
 
 
 def test_killed_keepalived_is_restarted_also_after_an_agent_restart(
-    amp: lab.Amphora, vrrp_conf: bytes, lb: str
+    amp: namespaces.Amphora, vrrp_conf: bytes, lb: str
 ) -> None:
     """The supervisor restarts a killed keepalived; a restarted agent starts it again (reboot recovery)."""
     with amp.client() as api:
@@ -156,26 +158,26 @@ def test_killed_keepalived_is_restarted_also_after_an_agent_restart(
     first = keepalived_pid(amp)
     assert first is not None
     os.kill(first, signal.SIGKILL)
-    assert lab.wait_until(lambda: keepalived_pid(amp) not in (None, first), 10), "not restarted"
+    assert namespaces.wait_until(lambda: keepalived_pid(amp) not in (None, first), 10), "not restarted"
     amp.stop_agent()
     for pid in amp.keepalived_processes():
         os.kill(pid, signal.SIGKILL)
-    assert lab.wait_until(lambda: not amp.keepalived_processes(), 5)
+    assert namespaces.wait_until(lambda: not amp.keepalived_processes(), 5)
     amp.start_agent()
     assert keepalived_pid(amp) is not None  # started before the agent answered its first request
-    assert lab.wait_until(lambda: holds_vip(amp), 10)
+    assert namespaces.wait_until(lambda: holds_vip(amp), 10)
 
 
 @pytest.mark.parametrize("target", ["main", "vrrp child"])
 def test_killed_keepalived_is_back_within_two_seconds(
-    amp: lab.Amphora, vrrp_conf: bytes, lb: str, target: str
+    amp: namespaces.Amphora, vrrp_conf: bytes, lb: str, target: str
 ) -> None:
     """SIGKILL of keepalived's main process (the supervisor restarts it) or of its VRRP child (keepalived
     respawns it): running again within 2 s; a restarted main becomes MASTER again."""
     with amp.client() as api:
         api.put("/1.0/vrrp/upload", content=vrrp_conf).raise_for_status()
         api.put("/1.0/vrrp/start").raise_for_status()
-    assert lab.wait_until(lambda: holds_vip(amp), 10), "keepalived never became MASTER"
+    assert namespaces.wait_until(lambda: holds_vip(amp), 10), "keepalived never became MASTER"
     main = keepalived_pid(amp)
     child = read_pid(amp.base / "vrrp" / "octavia-keepalived.vrrp.pid")
     assert main is not None and child is not None
@@ -186,14 +188,16 @@ def test_killed_keepalived_is_back_within_two_seconds(
         child_now = read_pid(amp.base / "vrrp" / "octavia-keepalived.vrrp.pid")
         return keepalived_pid(amp) is not None and child_now != child and is_running(child_now, "keepalived")
 
-    assert lab.wait_until(back, 2.0, 0.02), f"keepalived ({target}) not back 2 s after the kill"
+    assert namespaces.wait_until(back, 2.0, 0.02), f"keepalived ({target}) not back 2 s after the kill"
     print(f"keepalived ({target}) back after {time.monotonic() - killed:.2f} s")
     if target == "main":  # a new VRRP instance: it takes over the VIP again (its child did not stop)
-        assert lab.wait_until(lambda: holds_vip(amp), 10), "the restarted keepalived never became MASTER"
+        assert namespaces.wait_until(lambda: holds_vip(amp), 10), (
+            "the restarted keepalived never became MASTER"
+        )
 
 
 def test_check_chain_follows_the_load_balancers(
-    amp: lab.Amphora, vrrp_conf: bytes, fixtures_dir: Path
+    amp: namespaces.Amphora, vrrp_conf: bytes, fixtures_dir: Path
 ) -> None:
     """No load balancer: the chain fails; a running one: it passes; haproxy dead: it fails; deleted: fails."""
     haproxy_check = amp.base / "vrrp" / "check_scripts" / "haproxy_check_script.sh"
@@ -210,7 +214,7 @@ def test_check_chain_follows_the_load_balancers(
         amp.stop_agent()  # nothing restarts haproxy now
         for pid in amp.haproxy_processes():
             os.kill(pid, signal.SIGKILL)
-        assert lab.wait_until(lambda: not amp.haproxy_processes(), 5)
+        assert namespaces.wait_until(lambda: not amp.haproxy_processes(), 5)
         assert run_check_chain(amp) != 0
     amp.start_agent()
     with amp.client() as api:
@@ -221,7 +225,7 @@ def test_check_chain_follows_the_load_balancers(
         assert run_check_chain(amp) != 0
 
 
-def agent_config_body(amp: lab.Amphora, topology: str) -> bytes:
+def agent_config_body(amp: namespaces.Amphora, topology: str) -> bytes:
     """The agent's INI file with another ``loadbalancer_topology``."""
     amp.extra_config.setdefault("controller_worker", {})["loadbalancer_topology"] = topology
     lines = []
@@ -231,7 +235,7 @@ def agent_config_body(amp: lab.Amphora, topology: str) -> bytes:
 
 
 def test_topology_transition_answers_503_until_vrrp_is_set_up(
-    amp: lab.Amphora, vrrp_conf: bytes, fixtures_dir: Path
+    amp: namespaces.Amphora, vrrp_conf: bytes, fixtures_dir: Path
 ) -> None:
     """SINGLE -> ACTIVE_STANDBY: listener changes get 503 until keepalived runs; back: until it stops."""
     lb_body = haproxy_config(fixtures_dir, amp.base)

@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from amphora_agent import lab
-from amphora_agent.lab_vrrp import Pair, Prober, Timers, running_pair
+from lab import namespaces
+from lab.vrrp import Pair, Prober, Timers, running_pair
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +35,14 @@ def fail_over(pair: Pair, break_master: Callable[[], object]) -> float:
     """Break amp-a while probing the VIP; amp-b must take over and serve. Returns the gap."""
     assert pair.master() == 0
     with Prober() as prober:
-        assert lab.wait_until(lambda: prober.succeeded_since(time.monotonic() - 1.0), 5)
+        assert namespaces.wait_until(lambda: prober.succeeded_since(time.monotonic() - 1.0), 5)
         broken = time.monotonic()
         break_master()
-        assert lab.wait_until(lambda: pair.master() == 1, 20, 0.05), "amp-b never took the VIP"
+        assert namespaces.wait_until(lambda: pair.master() == 1, 20, 0.05), "amp-b never took the VIP"
         took_over = time.monotonic()
-        assert lab.wait_until(lambda: prober.succeeded_since(took_over, 10), 15), "no request succeeded"
+        assert namespaces.wait_until(lambda: prober.succeeded_since(took_over, 10), 15), (
+            "no request succeeded"
+        )
     gap = prober.gap(broken)
     print(f"failover gap {gap:.2f} s (VIP moved after {took_over - broken:.2f} s)")
     return gap
@@ -58,7 +59,7 @@ def test_killed_haproxy_fails_the_check_and_the_backup_takes_over(pair: Pair) ->
 
     assert fail_over(pair, kill_haproxy) < MAX_GAP
     master.start_agent()  # reboot recovery: haproxy runs again, keepalived stays BACKUP (nopreempt)
-    assert lab.wait_until(lambda: bool(master.haproxy_processes()), 10)
+    assert namespaces.wait_until(lambda: bool(master.haproxy_processes()), 10)
     assert pair.master() == 1
 
 
@@ -72,18 +73,20 @@ def test_stopped_keepalived_hands_the_vip_over(pair: Pair) -> None:
 def test_vip_link_down_moves_the_vip(pair: Pair) -> None:
     """MASTER's eth1 goes down: BACKUP stops hearing adverts, takes the VIP, and serves."""
     master_ns = pair.amphorae[0].haproxy_ns
-    assert fail_over(pair, lambda: lab.sh("ip", "-n", master_ns, "link", "set", "eth1", "down")) < MAX_GAP
+    assert (
+        fail_over(pair, lambda: namespaces.sh("ip", "-n", master_ns, "link", "set", "eth1", "down")) < MAX_GAP
+    )
 
 
 def test_killed_haproxy_with_its_agent_up_is_restarted_in_place(pair: Pair) -> None:
     """MASTER's haproxy killed while its agent runs: restarted at once, requests resume within a second."""
     master = pair.amphorae[0]
     with Prober() as prober:
-        assert lab.wait_until(lambda: prober.succeeded_since(time.monotonic() - 1.0), 5)
+        assert namespaces.wait_until(lambda: prober.succeeded_since(time.monotonic() - 1.0), 5)
         killed = time.monotonic()
         for pid in master.haproxy_processes():
             os.kill(pid, signal.SIGKILL)
-        assert lab.wait_until(lambda: prober.succeeded_since(killed + 0.1, 10), 10)
+        assert namespaces.wait_until(lambda: prober.succeeded_since(killed + 0.1, 10), 10)
     gap = prober.gap(killed)
     print(f"in-place restart gap {gap:.2f} s (VIP holder now: amphora {pair.master()})")
     assert gap < 3.0

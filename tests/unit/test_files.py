@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from amphora_agent import cli
+from amphora_agent import wiring
+from amphora_agent.layout import Layout
 from amphora_agent.settings import Settings
 from amphora_agent.system import files
 
@@ -46,6 +47,6 @@ def test_start_cleans_the_agents_folders_only_of_its_own_temps(tmp_path: Path) -
         agent_server_network_dir=etc / "interfaces",
         config_file=config,
     )
-    cli.drop_crash_leftovers(settings)
+    wiring.drop_crash_leftovers(Layout.from_settings(settings), settings)
     assert not any(path.exists() for path in gone)
     assert foreign.exists()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from amphora_agent import heartbeat_codec as codec
+from amphora_agent.health import codec
 from tests.conftest import FIXTURES
 
 HEARTBEAT = FIXTURES / "heartbeat"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from amphora_agent import heartbeat, stats
-from amphora_agent import heartbeat_codec as codec
-from amphora_agent.stats import ListenerSample, PoolSample, Sample
+from amphora_agent.health import codec, samples, sender
+from amphora_agent.health.samples import ListenerSample, PoolSample, Sample
 from tests.conftest import FIXTURES
 
 HEARTBEAT = FIXTURES / "heartbeat"
@@ -19,29 +18,29 @@ def _csv(*rows: str) -> str:
 
 
 def _fixture_sample(beat: int) -> Sample:
-    return stats.sample_from_answer((HEARTBEAT / f"show-stat-{beat}.csv").read_text())
+    return samples.sample_from_answer((HEARTBEAT / f"show-stat-{beat}.csv").read_text())
 
 
 @pytest.mark.parametrize("beat", [1, 2])
 def test_one_query_gives_the_pools_of_the_second(beat: int) -> None:
     """``show stat -1 -1 -1`` holds the same pools as the existing agent's ``show stat -1 6 -1``."""
-    servers = stats.parse_show_stat((HEARTBEAT / f"show-stat-{beat}-servers.csv").read_text())
-    assert stats.pools_from_rows(servers) == _fixture_sample(beat).pools
-    assert stats.listeners_from_rows(servers) == {}
+    servers = samples.parse_show_stat((HEARTBEAT / f"show-stat-{beat}-servers.csv").read_text())
+    assert samples.pools_from_rows(servers) == _fixture_sample(beat).pools
+    assert samples.listeners_from_rows(servers) == {}
 
 
 def test_fixture_beats_build_the_fixture_messages_byte_for_byte() -> None:
     """The captured show stat answers give message-1.json, then (deltas) message-2.json, exactly."""
-    counters: stats.Counters = {}
+    counters: samples.Counters = {}
     for beat in (1, 2):
-        message, counters = heartbeat.build_message(AMP_S, beat - 1, _fixture_sample(beat), counters)
+        message, counters = sender.build_message(AMP_S, beat - 1, _fixture_sample(beat), counters)
         expected = (HEARTBEAT / f"message-{beat}.json").read_bytes()
         assert codec.encode(message) == expected
 
 
 def test_fixture_counters_are_the_absolute_values() -> None:
     """What is kept for the next beat is haproxy's absolute counters, keyed by listener."""
-    _, counters = heartbeat.build_message(AMP_S, 0, _fixture_sample(1), {})
+    _, counters = sender.build_message(AMP_S, 0, _fixture_sample(1), {})
     assert counters["6ecbef6c-ef23-4cbb-ab12-ca7118390d04"] == {
         "bin": 520,
         "bout": 1398,
@@ -71,9 +70,9 @@ def test_prometheus_proxies_are_not_reported() -> None:
         "prometheus-exporter-internal,BACKEND,0,0,0,0,,UP,1",
         "l1,FRONTEND,0,1,2,3,0,OPEN,",
     )
-    rows = stats.parse_show_stat(text)
+    rows = samples.parse_show_stat(text)
     assert [row["pxname"] for row in rows] == ["l1"]
-    assert stats.pools_from_rows(rows) == {}
+    assert samples.pools_from_rows(rows) == {}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +93,9 @@ def test_prometheus_proxies_are_not_reported() -> None:
 def test_member_statuses(status: str, weight: str, reported: str) -> None:
     """Server statuses pass through, except UP with weight 0, which is DRAIN."""
     text = _csv(f"p:l,m1,0,0,0,0,,{status},{weight}", "p:l,BACKEND,0,0,0,0,,UP,1")
-    assert stats.pools_from_rows(stats.parse_show_stat(text)) == {"p:l": PoolSample("UP", {"m1": reported})}
+    assert samples.pools_from_rows(samples.parse_show_stat(text)) == {
+        "p:l": PoolSample("UP", {"m1": reported})
+    }
 
 
 @pytest.mark.parametrize(
@@ -110,8 +111,8 @@ def test_member_statuses(status: str, weight: str, reported: str) -> None:
 )
 def test_unreadable_pool_answers_raise(text: str) -> None:
     """An answer the controller could not key fails the whole load balancer (StatsError)."""
-    with pytest.raises(stats.StatsError):
-        stats.pools_from_rows(stats.parse_show_stat(text))
+    with pytest.raises(samples.StatsError):
+        samples.pools_from_rows(samples.parse_show_stat(text))
 
 
 def test_quoted_fields_are_read_as_csv() -> None:
@@ -121,14 +122,14 @@ def test_quoted_fields_are_read_as_csv() -> None:
         'p:l,m1,"Layer7 wrong status, code 503",0,0,0,0,,DOWN,1\n'
         "p:l,BACKEND,,0,0,0,0,,UP,1\n"
     )
-    assert stats.pools_from_rows(stats.parse_show_stat(text)) == {"p:l": PoolSample("UP", {"m1": "DOWN"})}
+    assert samples.pools_from_rows(samples.parse_show_stat(text)) == {"p:l": PoolSample("UP", {"m1": "DOWN"})}
 
 
 def test_non_integer_counter_raises() -> None:
     """A counter that is not an integer fails the load balancer; an empty one counts as 0."""
-    with pytest.raises(stats.StatsError):
-        stats.listeners_from_rows(stats.parse_show_stat(_csv("l1,FRONTEND,x,1,2,3,0,OPEN,")))
-    assert stats.listeners_from_rows(stats.parse_show_stat(_csv("l1,FRONTEND,,1,2,3,,OPEN,"))) == {
+    with pytest.raises(samples.StatsError):
+        samples.listeners_from_rows(samples.parse_show_stat(_csv("l1,FRONTEND,x,1,2,3,0,OPEN,")))
+    assert samples.listeners_from_rows(samples.parse_show_stat(_csv("l1,FRONTEND,,1,2,3,,OPEN,"))) == {
         "l1": ListenerSample("OPEN", 0, 1, 2, 3, 0)
     }
 
@@ -147,8 +148,8 @@ def test_deltas(
     current: tuple[int, int, int, int], last: tuple[int, int, int, int] | None, expected: tuple[int, ...]
 ) -> None:
     """delta = current - last, never negative: a fall reports the current value."""
-    names = stats.COUNTER_FIELDS
-    result = stats.deltas(
+    names = samples.COUNTER_FIELDS
+    result = samples.deltas(
         dict(zip(names, current, strict=True)), dict(zip(names, last, strict=True)) if last else None
     )
     assert tuple(result[name] for name in names) == expected
@@ -157,7 +158,7 @@ def test_deltas(
 def test_message_layout_and_deltas() -> None:
     """Keys in the reference order; tx/rx/totconns/ereq are deltas and conns the current value."""
     sample = Sample({"l1": ListenerSample("FULL", scur=7, stot=12, bin=300, bout=900, ereq=2)}, {})
-    message, counters = heartbeat.build_message(
+    message, counters = sender.build_message(
         "amp", 4, sample, {"l1": {"bin": 100, "bout": 400, "ereq": 2, "stot": 10}}
     )
     assert list(message) == ["id", "seq", "listeners", "pools", "ver"]
@@ -171,7 +172,7 @@ def test_message_layout_and_deltas() -> None:
 
 def test_complete_sample_forgets_listeners_that_are_gone() -> None:
     """When every load balancer answered, counters of listeners no longer reported are dropped."""
-    _, counters = heartbeat.build_message(
+    _, counters = sender.build_message(
         "amp", 0, Sample({}, {}), {"old": {"bin": 1, "bout": 1, "ereq": 0, "stot": 1}}
     )
     assert counters == {}
@@ -181,7 +182,7 @@ def test_incomplete_sample_keeps_counters_of_silent_listeners() -> None:
     """A load balancer that did not answer keeps its counters, so its next answer is not counted twice."""
     old = {"silent": {"bin": 5, "bout": 6, "ereq": 0, "stot": 1}}
     sample = Sample({"l1": ListenerSample("OPEN", stot=1)}, {}, complete=False)
-    message, counters = heartbeat.build_message("amp", 0, sample, old)
+    message, counters = sender.build_message("amp", 0, sample, old)
     assert list(message["listeners"]) == ["l1"]
     assert counters["silent"] == old["silent"]
 
@@ -190,11 +191,11 @@ def test_uncounted_listener_reports_no_traffic_and_keeps_its_counters() -> None:
     """Counters that could not be read this beat: zero deltas, the last values kept, nothing counted twice."""
     old = {"udp": {"bin": 50, "bout": 60, "ereq": 0, "stot": 5}}
     sample = Sample({"udp": ListenerSample("OPEN", counted=False)}, {})
-    message, counters = heartbeat.build_message("amp", 0, sample, old)
+    message, counters = sender.build_message("amp", 0, sample, old)
     assert message["listeners"]["udp"]["stats"] == {"tx": 0, "rx": 0, "conns": 0, "totconns": 0, "ereq": 0}
     assert counters == old
     later = Sample({"udp": ListenerSample("OPEN", stot=7, bin=80, bout=90)}, {})
-    message, _ = heartbeat.build_message("amp", 1, later, counters)
+    message, _ = sender.build_message("amp", 1, later, counters)
     assert message["listeners"]["udp"]["stats"]["totconns"] == 2
 
 
@@ -202,10 +203,10 @@ def test_lvs_listeners_follow_haproxy_ones_with_bare_pool_ids() -> None:
     """An LVS source's listeners and bare-id pools are appended to haproxy's."""
     haproxy = Sample({"l1": ListenerSample("OPEN")}, {"p1:l1": PoolSample("UP", {"m": "UP"})})
     lvs = Sample({"u1": ListenerSample("OPEN", scur=2)}, {"p2": PoolSample("UP", {})})
-    message, _ = heartbeat.build_message("amp", 0, haproxy.merged(lvs), {})
+    message, _ = sender.build_message("amp", 0, haproxy.merged(lvs), {})
     assert list(message["listeners"]) == ["l1", "u1"]
     assert list(message["pools"]) == ["p1:l1", "p2"]
-    assert stats.no_lvs() == Sample()
+    assert samples.no_lvs() == Sample()
 
 
 @pytest.mark.parametrize(
@@ -221,6 +222,6 @@ def test_lvs_listeners_follow_haproxy_ones_with_bare_pool_ids() -> None:
         (None, {}),
     ],
 )
-def test_persisted_counters_are_read_leniently(data: object, expected: stats.Counters) -> None:
+def test_persisted_counters_are_read_leniently(data: object, expected: samples.Counters) -> None:
     """A corrupt counters file loses only what is corrupt."""
-    assert stats.parse_counters(data) == expected
+    assert samples.parse_counters(data) == expected

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from amphora_agent import heartbeat, heartbeat_listen, stats
-from amphora_agent import heartbeat_codec as codec
-from amphora_agent.heartbeat_targets import Destination, Targets, parse_destination
+from amphora_agent.ctl import heartbeat_listener
+from amphora_agent.health import codec, samples, sender
+from amphora_agent.health.targets import Destination, Targets, parse_destination
 from amphora_agent.layout import Layout
 from amphora_agent.settings import LiveSettings, Settings
 from tests.conftest import FIXTURES
@@ -56,9 +56,22 @@ def _settings(tmp_path: Path, *targets: str, **changes: object) -> Settings:
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
-def _sender(settings: Settings, is_running: bool = True) -> tuple[heartbeat.HeartbeatSender, LiveSettings]:
+_OPEN: list[sender.HeartbeatSender] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_senders() -> Iterator[None]:
+    """Every sender a test made closes its sockets afterwards."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def _sender(settings: Settings, is_running: bool = True) -> tuple[sender.HeartbeatSender, LiveSettings]:
     live = LiveSettings(settings)
-    return heartbeat.HeartbeatSender(live, Layout.from_settings(settings), lambda _lb: is_running), live
+    made = sender.HeartbeatSender(live, Layout.from_settings(settings), lambda _lb: is_running)
+    _OPEN.append(made)
+    return made, live
 
 
 @pytest.mark.parametrize(
@@ -100,24 +113,24 @@ def test_targets_round_robin_and_skip_bad_entries(caplog: pytest.LogCaptureFixtu
 
 def test_keepalived_gate(tmp_path: Path) -> None:
     """Silent while keepalived is configured and its pid file is missing, stale or names another process."""
-    assert heartbeat.keepalived_down(tmp_path) is None
-    conf = tmp_path / heartbeat.KEEPALIVED_CONF
+    assert sender.keepalived_down(Layout(tmp_path, tmp_path / "certs")) is None
+    conf = tmp_path / Path("vrrp/octavia-keepalived.conf")
     conf.parent.mkdir()
     conf.write_text("vrrp_instance x {}\n")
-    assert "missing" in (heartbeat.keepalived_down(tmp_path) or "")
-    pid_file = tmp_path / heartbeat.KEEPALIVED_PID
+    assert "missing" in (sender.keepalived_down(Layout(tmp_path, tmp_path / "certs")) or "")
+    pid_file = tmp_path / Path("vrrp/octavia-keepalived.pid")
     pid_file.write_text(f"{os.getpid()}\n")  # alive, but not keepalived (a recycled pid)
-    assert "not running" in (heartbeat.keepalived_down(tmp_path) or "")
+    assert "not running" in (sender.keepalived_down(Layout(tmp_path, tmp_path / "certs")) or "")
     pid_file.write_text("not a pid\n")
-    assert heartbeat.keepalived_down(tmp_path) is not None
+    assert sender.keepalived_down(Layout(tmp_path, tmp_path / "certs")) is not None
 
 
 def test_beats_are_signed_numbered_and_persisted(tmp_path: Path, receiver: socket.socket) -> None:
     """Each beat decodes with the key; seq and counters survive a new sender (an agent restart)."""
-    sender, _ = _sender(_settings(tmp_path, _address(receiver)), is_running=False)
+    beating, _ = _sender(_settings(tmp_path, _address(receiver)), is_running=False)
     seqs = []
     for _ in range(2):
-        assert sender.beat_once() is not None
+        assert beating.beat_once() is not None
         message = codec.decode(receiver.recv(70000), KEY)
         assert message["id"] == AMP_ID and message["listeners"] == {}
         seqs.append(message["seq"])
@@ -125,35 +138,35 @@ def test_beats_are_signed_numbered_and_persisted(tmp_path: Path, receiver: socke
     again.beat_once()
     seqs.append(codec.decode(receiver.recv(70000), KEY)["seq"])
     assert seqs == [0, 1, 2]
-    assert (tmp_path / heartbeat.SEQ_FILE).read_text() == "2\n"
-    assert (tmp_path / heartbeat.SEQ_FILE).stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / sender.SEQ_FILE).read_text() == "2\n"
+    assert (tmp_path / sender.SEQ_FILE).stat().st_mode & 0o777 == 0o640
 
 
 def test_state_file_format_and_corruption(tmp_path: Path) -> None:
     """stats_counters.json holds the reference layout (mode 0640); a corrupt file means starting from zero."""
-    state = heartbeat.HeartbeatState(tmp_path)
+    state = sender.HeartbeatState(tmp_path)
     assert (state.counters, state.next_seq) == ({}, 0)
     state.save(41, {"l1": {"bin": 1, "bout": 2, "ereq": 0, "stot": 3}})
-    path = tmp_path / heartbeat.COUNTERS_FILE
+    path = tmp_path / sender.COUNTERS_FILE
     assert json.loads(path.read_text()) == {"l1": {"bin": 1, "bout": 2, "ereq": 0, "stot": 3}}
     assert path.stat().st_mode & 0o777 == 0o640
-    reloaded = heartbeat.HeartbeatState(tmp_path)
+    reloaded = sender.HeartbeatState(tmp_path)
     assert (reloaded.counters, reloaded.next_seq) == ({"l1": {"bin": 1, "bout": 2, "ereq": 0, "stot": 3}}, 42)
     path.write_text("{not json")
-    assert heartbeat.HeartbeatState(tmp_path).counters == {}
+    assert sender.HeartbeatState(tmp_path).counters == {}
 
 
 def test_a_failed_write_does_not_stop_the_beat(tmp_path: Path, receiver: socket.socket) -> None:
     """When the state cannot be written the heartbeat still goes out, and the write is retried next beat."""
-    (tmp_path / heartbeat.SEQ_FILE).mkdir()  # os.replace onto a directory fails
-    sender, _ = _sender(_settings(tmp_path, _address(receiver)), is_running=False)
-    assert sender.beat_once() is not None
+    (tmp_path / sender.SEQ_FILE).mkdir()  # os.replace onto a directory fails
+    beating, _ = _sender(_settings(tmp_path, _address(receiver)), is_running=False)
+    assert beating.beat_once() is not None
     assert codec.decode(receiver.recv(70000), KEY)["seq"] == 0
-    (tmp_path / heartbeat.SEQ_FILE).rmdir()
-    assert sender.beat_once() is not None
+    (tmp_path / sender.SEQ_FILE).rmdir()
+    assert beating.beat_once() is not None
     assert codec.decode(receiver.recv(70000), KEY)["seq"] == 1
-    assert (tmp_path / heartbeat.SEQ_FILE).read_text() == "1\n"
-    assert json.loads((tmp_path / heartbeat.COUNTERS_FILE).read_text()) == {}
+    assert (tmp_path / sender.SEQ_FILE).read_text() == "1\n"
+    assert json.loads((tmp_path / sender.COUNTERS_FILE).read_text()) == {}
 
 
 @pytest.mark.parametrize(
@@ -161,7 +174,7 @@ def test_a_failed_write_does_not_stop_the_beat(tmp_path: Path, receiver: socket.
     [
         ({"amphora_id": None}, "amphora_id is not set"),
         ({"heartbeat_key": None}, "heartbeat_key is not set"),
-        ({"controller_ip_port_list": ()}, heartbeat.NO_CONTROLLER),
+        ({"controller_ip_port_list": ()}, sender.NO_CONTROLLER),
     ],
 )
 def test_missing_settings_silence_with_one_log_line(
@@ -169,18 +182,18 @@ def test_missing_settings_silence_with_one_log_line(
 ) -> None:
     """No amphora id, key or controller: no datagram, no crash, and the reason logged once."""
     settings = dataclasses.replace(_settings(tmp_path, "127.0.0.1:9"), **changes)  # type: ignore[arg-type]
-    sender, _ = _sender(settings)
-    with caplog.at_level(logging.INFO, logger="amphora_agent.heartbeat"):
-        assert sender.beat_once() is None
-        assert sender.beat_once() is None
+    beating, _ = _sender(settings)
+    with caplog.at_level(logging.INFO, logger="amphora_agent.health.sender"):
+        assert beating.beat_once() is None
+        assert beating.beat_once() is None
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 1 and logged in messages[0]
-    assert not (tmp_path / heartbeat.SEQ_FILE).exists()
+    assert not (tmp_path / sender.SEQ_FILE).exists()
 
 
 def _serve_stats(path: Path, stop: threading.Event) -> threading.Thread:
     """A stats socket answering the fixture's show stat captures (a fake haproxy)."""
-    answers = {stats.SHOW_STAT_ALL: (FIXTURES / "heartbeat" / "show-stat-1.csv").read_bytes()}
+    answers = {samples.SHOW_STAT_ALL: (FIXTURES / "heartbeat" / "show-stat-1.csv").read_bytes()}
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(8)
@@ -211,13 +224,13 @@ def test_collect_reads_every_running_lb_and_survives_a_silent_one(tmp_path: Path
     stop = threading.Event()
     thread = _serve_stats(layout.stats_socket(LB_ID), stop)
     try:
-        sample = heartbeat.collect_haproxy(layout, lambda _lb: True, timeout=1)
+        sample = sender.collect_haproxy(layout, lambda _lb: True, timeout=1)
     finally:
         stop.set()
         thread.join(5)
     assert len(sample.listeners) == 4 and len(sample.pools) == 6
     assert not sample.complete
-    assert heartbeat.collect_haproxy(layout, lambda _lb: False).listeners == {}
+    assert sender.collect_haproxy(layout, lambda _lb: False).listeners == {}
 
 
 def test_config_change_retargets_and_rekeys_the_next_beat(tmp_path: Path, receiver: socket.socket) -> None:
@@ -226,11 +239,11 @@ def test_config_change_retargets_and_rekeys_the_next_beat(tmp_path: Path, receiv
         second.bind(("127.0.0.1", 0))
         second.settimeout(5)
         settings = _settings(tmp_path, _address(receiver), heartbeat_interval=3600)
-        sender, live = _sender(settings, is_running=False)
+        beating, live = _sender(settings, is_running=False)
 
         async def scenario() -> None:
             stop = asyncio.Event()
-            task = asyncio.create_task(sender.run(stop))
+            task = asyncio.create_task(beating.run(stop))
             first = await asyncio.to_thread(receiver.recv, 70000)
             assert codec.decode(first, KEY)["seq"] == 0
             changed = dataclasses.replace(
@@ -252,11 +265,11 @@ def test_config_change_retargets_and_rekeys_the_next_beat(tmp_path: Path, receiv
 
 def test_run_stops_promptly_on_the_event(tmp_path: Path) -> None:
     """The task ends as soon as the stop event is set, even in the middle of a long interval."""
-    sender, _ = _sender(_settings(tmp_path, "127.0.0.1:9", heartbeat_interval=3600), is_running=False)
+    beating, _ = _sender(_settings(tmp_path, "127.0.0.1:9", heartbeat_interval=3600), is_running=False)
 
     async def scenario() -> float:
         stop = asyncio.Event()
-        task = asyncio.create_task(sender.run(stop))
+        task = asyncio.create_task(beating.run(stop))
         await asyncio.sleep(0.2)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -275,7 +288,7 @@ def test_listen_prints_accepted_and_reports_dropped(receiver: socket.socket) -> 
         client.sendto(codec.wrap(codec.encode(message), "wrong"), receiver.getsockname())
         client.sendto(good, receiver.getsockname())
     out, err = io.StringIO(), io.StringIO()
-    assert heartbeat_listen.listen(receiver, KEY, out, err, count=1, timeout=5) == 1
+    assert heartbeat_listener.listen(receiver, KEY, out, err, count=1, timeout=5) == 1
     text = out.getvalue()
     assert f"amphora {AMP_ID} seq 0 ver 3, 4 listener(s), 6 pool(s)" in text
     assert (
@@ -286,13 +299,15 @@ def test_listen_prints_accepted_and_reports_dropped(receiver: socket.socket) -> 
 
 
 def test_listen_command_end_to_end(receiver: socket.socket) -> None:
-    """``python -m amphora_agent.heartbeat_listen --json --count 1`` prints one heartbeat and exits 0."""
+    """``amphoractl heartbeat listen --json --count 1`` prints one heartbeat and exits 0."""
     port = receiver.getsockname()[1]
     receiver.close()  # free the port for the command
     command = [
         sys.executable,
         "-m",
-        "amphora_agent.heartbeat_listen",
+        "amphora_agent.ctl",
+        "heartbeat",
+        "listen",
         "--bind",
         "127.0.0.1",
         "--port",
@@ -302,7 +317,7 @@ def test_listen_command_end_to_end(receiver: socket.socket) -> None:
         [*command, "--json", "--count", "1", "--timeout", "10"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, heartbeat_listen.KEY_ENV: KEY},
+        env={**os.environ, "AMPHORA_HEARTBEAT_KEY": KEY},
     )
     try:
         datagram = codec.wrap(

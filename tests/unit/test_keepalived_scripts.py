@@ -5,27 +5,25 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from amphora_agent.keepalived import CheckScripts, KeepalivedLayout
+from amphora_agent.keepalived.vrrp import CheckScripts
 from amphora_agent.layout import Layout
-from amphora_agent.loadbalancers import LoadBalancers
-from amphora_agent.settings import LiveSettings, Settings
+from amphora_agent.loadbalancers.service import LoadBalancers
+from amphora_agent.settings import LiveSettings, Settings, Topology
 
 LB = "0fea25e0-f190-4bc0-94ec-e5cd2d8994b6"
 LISTENER = "8493c22a-786d-4871-aaa0-c4d82fe865d9"
 
 
-def chain(
-    tmp_path: Path, topology: str = "ACTIVE_STANDBY"
-) -> tuple[CheckScripts, KeepalivedLayout, LiveSettings]:
+def chain(tmp_path: Path, topology: Topology = "ACTIVE_STANDBY") -> tuple[CheckScripts, Layout, LiveSettings]:
     """Check scripts over a base path in ``tmp_path``."""
     live = LiveSettings(Settings(base_path=tmp_path, loadbalancer_topology=topology))
-    paths = KeepalivedLayout(tmp_path)
+    paths = Layout(tmp_path, tmp_path / "certs")
     return CheckScripts(live, paths, LoadBalancers(live, Layout(tmp_path, tmp_path / "certs"))), paths, live
 
 
 def test_lvs_listeners_are_found_as_the_existing_agent_finds_them(tmp_path: Path) -> None:
     """``octavia-keepalivedlvs-<id>.conf`` only: staged, rejected, pid and other files are not listeners."""
-    paths = KeepalivedLayout(tmp_path)
+    paths = Layout(tmp_path, tmp_path / "certs")
     assert paths.lvs_ids() == []
     paths.lvs_dir.mkdir()
     for name in (

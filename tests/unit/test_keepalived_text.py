@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from amphora_agent import health_checker, vrrpcheck
-from amphora_agent import keepalived_text as kt
+from amphora_agent.keepalived import config_text
+from amphora_agent.probes import health_checker, vrrp_check
 
 CONF = "/var/lib/octavia/vrrp/octavia-keepalived.conf.new"
 # ``keepalived -t -l`` on the controller's vrrp-master.conf (exit code 6), as keepalived 2.2.7 prints it
@@ -46,10 +46,10 @@ BROKEN_DRY_START = f"""{T}Starting Keepalived v2.2.7 (01/16,2022)
 # -- classification ----------------------------------------------------------------------------
 def test_controller_vrrp_config_has_only_warnings() -> None:
     """The controller's own config (gateway host routes, no script security) is not fatal."""
-    verdict = kt.classify(CONTROLLER_VRRP_TEST)
+    verdict = config_text.classify(CONTROLLER_VRRP_TEST)
     assert verdict.ok
     assert len(verdict.warnings) == 5
-    assert kt.classify("").ok
+    assert config_text.classify("").ok
 
 
 @pytest.mark.parametrize(
@@ -70,44 +70,44 @@ def test_controller_vrrp_config_has_only_warnings() -> None:
 )
 def test_everything_else_keepalived_says_is_fatal(line: str) -> None:
     """An allow-list: any diagnostic that is not a known warning rejects the config."""
-    verdict = kt.classify(CONTROLLER_VRRP_TEST + line + "\n")
+    verdict = config_text.classify(CONTROLLER_VRRP_TEST + line + "\n")
     assert verdict.fatal == (line,)
     assert verdict.report().startswith(line + "\ntolerated warnings:\n")
 
 
 def test_dry_start_counts_only_parser_lines_and_known_errors() -> None:
     """A checker dry start logs progress; only its parser diagnostics decide, timestamps stripped."""
-    verdict = kt.classify(BROKEN_DRY_START, dry_start=True)
+    verdict = config_text.classify(BROKEN_DRY_START, dry_start=True)
     assert verdict.fatal == (
         f"({LVS}: Line 12) PARSER : unknown [NOPE] routing method for virtual server.",
         f"({LVS}: Line 33) Unknown keyword 'weigth'",
     )
     assert "Script user 'keepalived_script' does not exist" in verdict.warnings
     clean = "\n".join(line for line in BROKEN_DRY_START.splitlines() if "Line" not in line)
-    assert kt.classify(clean, dry_start=True).ok
+    assert config_text.classify(clean, dry_start=True).ok
     missing_ns = "Fri Nov 27 03:35:48 2026: Unable to set network namespace nope - exiting\n"
-    assert not kt.classify(missing_ns, dry_start=True).ok
+    assert not config_text.classify(missing_ns, dry_start=True).ok
 
 
 def test_verdicts_merge_without_duplicates() -> None:
     """Two checks of the same config report each line once."""
-    one = kt.Verdict(("a",), ("w",))
-    assert one.merged(kt.Verdict(("a", "b"), ("w",))) == kt.Verdict(("a", "b"), ("w",))
+    one = config_text.Verdict(("a",), ("w",))
+    assert one.merged(config_text.Verdict(("a", "b"), ("w",))) == config_text.Verdict(("a", "b"), ("w",))
 
 
 def test_agent_rules_on_top_of_keepalived() -> None:
     """A VRRP config needs a vrrp_instance; an LVS config must name this amphora's namespace."""
-    assert kt.vrrp_problems("vrrp_instance x {\n}\n") == []
-    assert kt.vrrp_problems("global_defs {\n}\n") != []
-    assert kt.lvs_problems("net_namespace amphora-haproxy\n", "amphora-haproxy") == []
-    assert kt.lvs_problems("# no namespace line\n", "amphora-haproxy") == []
-    assert "other" in kt.lvs_problems("net_namespace other\n", "amphora-haproxy")[0]
+    assert config_text.vrrp_problems("vrrp_instance x {\n}\n") == []
+    assert config_text.vrrp_problems("global_defs {\n}\n") != []
+    assert config_text.lvs_problems("net_namespace amphora-haproxy\n", "amphora-haproxy") == []
+    assert config_text.lvs_problems("# no namespace line\n", "amphora-haproxy") == []
+    assert "other" in config_text.lvs_problems("net_namespace other\n", "amphora-haproxy")[0]
 
 
 # -- LVS parsing -------------------------------------------------------------------------------
 def test_parse_udp_listener(fixtures_dir: Path) -> None:
     """Ids, namespace, VIP, protocol, members (the disabled one without address) and their checks."""
-    config = kt.parse_lvs((fixtures_dir / "lvs" / "udp-listener.conf").read_text())
+    config = config_text.parse_lvs((fixtures_dir / "lvs" / "udp-listener.conf").read_text())
     assert config.loadbalancer_id == "826a3c05-e225-4376-b463-b6e0650b030c"
     assert config.listener_id == "8493c22a-786d-4871-aaa0-c4d82fe865d9"
     assert (config.namespace, config.vips, config.protocols) == (
@@ -128,10 +128,10 @@ def test_parse_udp_listener(fixtures_dir: Path) -> None:
 
 def test_parse_sctp_and_dual_stack(fixtures_dir: Path) -> None:
     """SCTP with its checker command; both families of a dual-stack listener (every VIP, normalised)."""
-    sctp = kt.parse_lvs((fixtures_dir / "lvs" / "sctp-listener.conf").read_text())
+    sctp = config_text.parse_lvs((fixtures_dir / "lvs" / "sctp-listener.conf").read_text())
     assert sctp.protocols == ("SCTP",)
     assert sctp.members[1].misc_path == "amphora-health-checker sctp -t 4 203.0.113.72 3869"
-    dual = kt.parse_lvs((fixtures_dir / "lvs" / "udp-dualstack.conf").read_text())
+    dual = config_text.parse_lvs((fixtures_dir / "lvs" / "udp-dualstack.conf").read_text())
     assert dual.vips == (("198.51.100.50", 5060), ("2001:db8:101::50", 5060))
     assert [(m.address, m.check) for m in dual.members] == [
         ("203.0.113.81", "HTTP_GET"),
@@ -145,7 +145,7 @@ def test_parse_disabled_listener() -> None:
         "# Configuration for Loadbalancer 826a3c05-e225-4376-b463-b6e0650b030c\n"
         "# Listener 8493c22a-786d-4871-aaa0-c4d82fe865d9 is disabled\n\nnet_namespace amphora-haproxy\n"
     )
-    config = kt.parse_lvs(text)
+    config = config_text.parse_lvs(text)
     assert not config.has_virtual_server and config.members == () and config.listener_id is None
 
 
@@ -162,7 +162,7 @@ def test_check_script_fails_when_any_check_fails(tmp_path: Path) -> None:
     checks = tmp_path / "check_scripts"
     checks.mkdir()
     script = tmp_path / "check_script.sh"
-    script.write_text(kt.check_script_sh(checks))
+    script.write_text(config_text.check_script_sh(checks))
     assert run(script) == 0
     (checks / "a.sh").write_text("exit 0\n")
     assert run(script) == 0
@@ -173,16 +173,16 @@ def test_check_script_fails_when_any_check_fails(tmp_path: Path) -> None:
 
 def test_nothing_to_serve_and_haproxy_check(tmp_path: Path) -> None:
     """No load balancer: fail (stay BACKUP). The haproxy check quotes its paths."""
-    (tmp_path / "none.sh").write_text(kt.NOTHING_TO_SERVE_SH)
+    (tmp_path / "none.sh").write_text(config_text.NOTHING_TO_SERVE_SH)
     assert run(tmp_path / "none.sh") == 1
-    text = kt.haproxy_check_sh("/usr/bin/python3", Path("/x/vrrpcheck.py"), [Path("/b/a b.sock")])
-    assert "/usr/bin/python3 -I -S /x/vrrpcheck.py '/b/a b.sock'" in text
+    text = config_text.haproxy_check_sh("/usr/bin/python3", Path("/x/vrrp_check.py"), [Path("/b/a b.sock")])
+    assert "/usr/bin/python3 -I -S /x/vrrp_check.py '/b/a b.sock'" in text
 
 
 def test_lvs_check_counts_listeners_that_should_run(tmp_path: Path) -> None:
     """A ``running`` marker needs a live pid; stopped listeners (no marker) do not count."""
     script = tmp_path / "lvs_udp_check.sh"
-    script.write_text(kt.lvs_check_sh(tmp_path))
+    script.write_text(config_text.lvs_check_sh(tmp_path))
     assert run(script) == 0
     (tmp_path / "octavia-keepalivedlvs-a.running").touch()
     (tmp_path / "octavia-keepalivedlvs-a.pid").write_text(f"{os.getpid()}\n")
@@ -198,7 +198,7 @@ def test_lvs_check_counts_listeners_that_should_run(tmp_path: Path) -> None:
 def test_udp_check_reports_ncs_verdict(tmp_path: Path) -> None:
     """``udp_check.sh IP PORT``: 0 while something listens, non-zero on ICMP port unreachable."""
     script = tmp_path / "udp_check.sh"
-    script.write_text(kt.UDP_CHECK_SH)
+    script.write_text(config_text.UDP_CHECK_SH)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listening:
         listening.bind(("127.0.0.1", 0))
         port = listening.getsockname()[1]
@@ -211,7 +211,7 @@ def test_python_script_wrapper(tmp_path: Path) -> None:
     target = tmp_path / "t.py"
     target.write_text("import sys\nsys.exit(int(sys.argv[1]))\n")
     wrapper = tmp_path / "w"
-    wrapper.write_text(kt.python_script_sh("python3", target))
+    wrapper.write_text(config_text.python_script_sh("python3", target))
     assert run(wrapper, "7") == 7
 
 
@@ -249,10 +249,10 @@ def test_vrrpcheck_counts_silent_and_missing_sockets(stats_socket: tuple[Path, l
     """Exit status = number of sockets without an answer; a missing socket fails too."""
     path, replies = stats_socket
     replies += [b"# pxname,svname\n", b""]
-    assert vrrpcheck.main([str(path)]) == 0
-    assert vrrpcheck.main([str(path)]) == 1  # connected, no data
-    assert vrrpcheck.main([str(path), str(path.with_name("gone.sock"))]) == 2
-    assert vrrpcheck.main([]) == 0
+    assert vrrp_check.main([str(path)]) == 0
+    assert vrrp_check.main([str(path)]) == 1  # connected, no data
+    assert vrrp_check.main([str(path), str(path.with_name("gone.sock"))]) == 2
+    assert vrrp_check.main([]) == 0
 
 
 def test_sctp_checker_packets() -> None:

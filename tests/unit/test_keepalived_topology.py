@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from amphora_agent.errors import Unavailable
-from amphora_agent.settings import LiveSettings, Settings
-from amphora_agent.topology import TopologyTransition, VrrpState
+from amphora_agent.keepalived.topology import TopologyTransition, VrrpState
+from amphora_agent.settings import LiveSettings, Settings, Topology
 
 
 class Clock:
@@ -31,7 +31,7 @@ def world() -> tuple[LiveSettings, dict[str, bool], Clock, TopologyTransition]:
     return live, vrrp, clock, tracker
 
 
-def switch(live: LiveSettings, topology: str) -> None:
+def switch(live: LiveSettings, topology: Topology) -> None:
     """What PUT /1.0/config does: replace the live settings."""
     live.replace(dataclasses.replace(live.current, loadbalancer_topology=topology))
 
@@ -89,8 +89,12 @@ def test_switching_back_cancels(
     """A change back to the previous topology ends the transition."""
     live, _, _, tracker = world
     switch(live, "ACTIVE_STANDBY")
+    with pytest.raises(Unavailable):  # the transition started
+        tracker.check()
+    assert tracker.status() == "TRANSITIONING"
     switch(live, "SINGLE")
     tracker.check()
+    assert tracker.status() != "TRANSITIONING"
 
 
 def test_transition_expires(world: tuple[LiveSettings, dict[str, bool], Clock, TopologyTransition]) -> None:

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from amphora_agent import heartbeat
-from amphora_agent import keepalived_text as kt
-from amphora_agent import lvs_stats as ls
 from amphora_agent.errors import CommandFailed
-from amphora_agent.keepalived import KeepalivedLayout
-from amphora_agent.stats import ListenerSample, PoolSample, Sample
-from amphora_agent.system import keepalived as ka
+from amphora_agent.health import lvs_stats, sender
+from amphora_agent.health.samples import ListenerSample, PoolSample, Sample
+from amphora_agent.keepalived import config_text
+from amphora_agent.layout import Layout
+from amphora_agent.system import keepalived
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ipvs"
 LISTING = (DATA / "ipvsadm-Ln.txt").read_text()
@@ -55,7 +54,7 @@ def no_checker(config_text: str) -> str:
 # -- tables ------------------------------------------------------------------------------------
 def test_ipvsadm_listing_keys_every_service_by_protocol_address_and_port() -> None:
     """IPv4 and bracketed IPv6 services, SCTP with its single-blank layout, real servers with columns."""
-    table = ls.parse_ipvsadm(LISTING)
+    table = lvs_stats.parse_ipvsadm(LISTING)
     assert list(table) == [
         ("UDP", "198.51.100.40", 53),
         ("SCTP", "198.51.100.40", 3868),
@@ -72,7 +71,7 @@ def test_ipvsadm_listing_keys_every_service_by_protocol_address_and_port() -> No
 
 def test_ipvsadm_stats_give_exact_counters_for_services_and_reals() -> None:
     """``--stats --exact``: the service's columns apply to its real servers too; wide numbers parse."""
-    table = ls.parse_ipvsadm(STATS)
+    table = lvs_stats.parse_ipvsadm(STATS)
     sctp = table[("SCTP", "198.51.100.40", 3868)]
     assert sctp.values == {
         "Conns": "3",
@@ -86,7 +85,7 @@ def test_ipvsadm_stats_give_exact_counters_for_services_and_reals() -> None:
 
 def test_kernel_table_decodes_hex_addresses_to_the_same_keys_and_weights() -> None:
     """/proc/net/ip_vs (hex IPv4, expanded IPv6, hex ports) names the same services as ipvsadm."""
-    kernel, listing = ls.parse_ip_vs(TABLE), ls.parse_ipvsadm(LISTING)
+    kernel, listing = lvs_stats.parse_ip_vs(TABLE), lvs_stats.parse_ipvsadm(LISTING)
     assert list(kernel) == list(listing)
     for key, service in kernel.items():
         assert [(r.address, r.port, r.values["Weight"]) for r in service.reals] == [
@@ -97,26 +96,26 @@ def test_kernel_table_decodes_hex_addresses_to_the_same_keys_and_weights() -> No
 @pytest.mark.parametrize(
     ("text", "parse"),
     [
-        ("Prot LocalAddress:Port Scheduler Flags\nUDP  10.0.0.1 rr\n", ls.parse_ipvsadm),
-        ("Prot LocalAddress:Port Scheduler Flags\nUDP  ZZ000001:0035 rr\n", ls.parse_ip_vs),
-        ("Can't initialize ipvs: Protocol not available\n", ls.parse_ipvsadm),
-        ("Prot LocalAddress:Port Scheduler Flags\nUDP  [2001:db8::zz]:53 rr\n", ls.parse_ipvsadm),
+        ("Prot LocalAddress:Port Scheduler Flags\nUDP  10.0.0.1 rr\n", lvs_stats.parse_ipvsadm),
+        ("Prot LocalAddress:Port Scheduler Flags\nUDP  ZZ000001:0035 rr\n", lvs_stats.parse_ip_vs),
+        ("Can't initialize ipvs: Protocol not available\n", lvs_stats.parse_ipvsadm),
+        ("Prot LocalAddress:Port Scheduler Flags\nUDP  [2001:db8::zz]:53 rr\n", lvs_stats.parse_ipvsadm),
     ],
 )
 def test_tables_that_are_not_ipvs_output_are_rejected(
-    text: str, parse: Callable[[str], ls.IpvsTable]
+    text: str, parse: Callable[[str], lvs_stats.IpvsTable]
 ) -> None:
     """Anything but the tools' layout raises IpvsError (never a wrong figure)."""
-    with pytest.raises(ls.IpvsError):
+    with pytest.raises(lvs_stats.IpvsError):
         parse(text)
 
 
 def test_empty_tables_and_firewall_mark_services() -> None:
     """No service at all is an empty table; fwmark services (not the controller's) are skipped."""
     header = "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n"
-    assert ls.parse_ipvsadm(header) == {}
+    assert lvs_stats.parse_ipvsadm(header) == {}
     fwm = header + "FWM  7 rr\n  -> 203.0.113.9:0                Masq    1      0          0\n"
-    assert ls.parse_ipvsadm(fwm) == {}
+    assert lvs_stats.parse_ipvsadm(fwm) == {}
 
 
 # -- samples -----------------------------------------------------------------------------------
@@ -142,15 +141,20 @@ def test_listener_sample(
     fixtures_dir: Path, name: str, listing: str, stats: str, expected: ListenerSample
 ) -> None:
     """scur = ActiveConn of the real servers, stot/bin/bout = the services' Conns/InBytes/OutBytes."""
-    config = kt.parse_lvs(fixture(fixtures_dir, name))
-    assert ls.listener_sample(config, ls.parse_ipvsadm(listing), ls.parse_ipvsadm(stats)) == expected
+    config = config_text.parse_lvs(fixture(fixtures_dir, name))
+    assert (
+        lvs_stats.listener_sample(config, lvs_stats.parse_ipvsadm(listing), lvs_stats.parse_ipvsadm(stats))
+        == expected
+    )
 
 
 def test_a_service_of_another_protocol_at_the_same_address_is_not_the_listener(fixtures_dir: Path) -> None:
     """A TCP service on the UDP listener's VIP and port gives no figures to the UDP listener."""
-    config = kt.parse_lvs(fixture(fixtures_dir, "udp-listener.conf"))
-    listing = ls.parse_ipvsadm(LISTING.replace("UDP  198.51.100.40:53", "TCP  198.51.100.40:53"))
-    assert ls.listener_sample(config, listing, ls.parse_ipvsadm(STATS)) == ListenerSample("OPEN")
+    config = config_text.parse_lvs(fixture(fixtures_dir, "udp-listener.conf"))
+    listing = lvs_stats.parse_ipvsadm(LISTING.replace("UDP  198.51.100.40:53", "TCP  198.51.100.40:53"))
+    assert lvs_stats.listener_sample(config, listing, lvs_stats.parse_ipvsadm(STATS)) == ListenerSample(
+        "OPEN"
+    )
 
 
 TABLE_WITHOUT_REALS = without(TABLE, "  -> ")
@@ -243,8 +247,8 @@ def test_pool_sample(
 ) -> None:
     """Members: MAINT when disabled, DOWN/RESTARTING when the kernel lacks them, DRAIN at weight 0."""
     text = fixture(fixtures_dir, name)
-    config = kt.parse_lvs(edit(text) if edit else text)
-    assert ls.pool_sample(config, ls.parse_ip_vs(table), restarting) == expected
+    config = config_text.parse_lvs(edit(text) if edit else text)
+    assert lvs_stats.pool_sample(config, lvs_stats.parse_ip_vs(table), restarting) == expected
 
 
 # -- the source --------------------------------------------------------------------------------
@@ -276,9 +280,9 @@ class FakeKernel:
 
 def make_source(
     tmp_path: Path, fixtures_dir: Path, running: set[str], kernel: FakeKernel
-) -> tuple[ls.LvsStats, KeepalivedLayout]:
+) -> tuple[lvs_stats.LvsStats, Layout]:
     """Stored configs for the three fixtures and a disabled listener; ``running`` say they run."""
-    paths = KeepalivedLayout(tmp_path)
+    paths = Layout(tmp_path, tmp_path / "certs")
     paths.lvs_dir.mkdir()
     for listener_id, name in (
         (UDP, "udp-listener.conf"),
@@ -289,7 +293,7 @@ def make_source(
         paths.lvs(listener_id, "check.pid").write_text("1\n")
         os.utime(paths.lvs(listener_id), (1000, 1000))  # the checker started after the config was stored
     paths.lvs(DISABLED).write_text(f"# Listener {DISABLED} is disabled\n\nnet_namespace amphora-haproxy\n")
-    source = ls.LvsStats(
+    source = lvs_stats.LvsStats(
         paths,
         lambda listener_id: listener_id in running,
         lambda: "amphora-haproxy",
@@ -351,7 +355,7 @@ def test_without_ipvs_nothing_runs_nothing_is_listed_and_it_is_said_once(
     """No IPVS: keepalived cannot run, so no LVS listener is reported; one log line, no kernel reads."""
     kernel = FakeKernel(unavailable="IPVS is not available in this kernel")
     source, _ = make_source(tmp_path, fixtures_dir, set(), kernel)
-    with caplog.at_level(logging.WARNING, logger="amphora_agent.lvs_stats"):
+    with caplog.at_level(logging.WARNING, logger="amphora_agent.health.lvs_stats"):
         assert source() == Sample() and source() == Sample()
     assert [r.getMessage() for r in caplog.records] == [
         "IPVS is not available in this kernel; "
@@ -363,7 +367,9 @@ def test_without_ipvs_nothing_runs_nothing_is_listed_and_it_is_said_once(
 def test_no_lvs_config_costs_nothing(tmp_path: Path) -> None:
     """Without LVS configs the source asks nothing of the kernel and reports nothing."""
     kernel = FakeKernel(unavailable="no IPVS")
-    source = ls.LvsStats(KeepalivedLayout(tmp_path), lambda _: True, lambda: "ns", lambda: kernel.unavailable)
+    source = lvs_stats.LvsStats(
+        Layout(tmp_path, tmp_path / "certs"), lambda _: True, lambda: "ns", lambda: kernel.unavailable
+    )
     assert source() == Sample()
     assert kernel.calls == []
 
@@ -372,14 +378,16 @@ def test_this_kernel_without_ipvs_never_crashes(
     tmp_path: Path, fixtures_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With the real readers: a listener said to run is OPEN; without IPVS the reason is logged."""
-    paths = KeepalivedLayout(tmp_path)
+    paths = Layout(tmp_path, tmp_path / "certs")
     paths.lvs_dir.mkdir()
     paths.lvs(UDP).write_text(fixture(fixtures_dir, "udp-listener.conf"))
-    source = ls.LvsStats(paths, lambda _: True, lambda: "no-such-namespace", ka.ipvs_unavailable)
-    with caplog.at_level(logging.WARNING, logger="amphora_agent.lvs_stats"):
+    source = lvs_stats.LvsStats(
+        paths, lambda _: True, lambda: "no-such-namespace", keepalived.ipvs_unavailable
+    )
+    with caplog.at_level(logging.WARNING, logger="amphora_agent.health.lvs_stats"):
         sample = source()
     assert sample.listeners == {UDP: ListenerSample("OPEN")}
-    if ka.ipvs_unavailable() is not None:
+    if keepalived.ipvs_unavailable() is not None:
         assert "IPVS is not available" in caplog.text
 
 
@@ -388,7 +396,7 @@ def test_lvs_listeners_reach_the_message_with_deltas(tmp_path: Path, fixtures_di
     kernel = FakeKernel()
     source, _ = make_source(tmp_path, fixtures_dir, {UDP}, kernel)
     last = {UDP: {"bin": 2000, "bout": 3000, "ereq": 0, "stot": 10}}
-    message, kept = heartbeat.build_message("amp", 7, source(), last)
+    message, kept = sender.build_message("amp", 7, source(), last)
     assert message["listeners"] == {
         UDP: {"status": "OPEN", "stats": {"tx": 914, "rx": 480, "conns": 1, "totconns": 2, "ereq": 0}}
     }

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
-from amphora_agent import network
-from amphora_agent.api import Services, create_app
+from amphora_agent.api import create_app
+from amphora_agent.devcerts import CertificateAuthority
 from amphora_agent.errors import Conflict, InvalidInput, NotFound
 from amphora_agent.layout import Layout
-from amphora_agent.plugging import Networking, NoInterface, management_addresses
+from amphora_agent.network import plans
+from amphora_agent.network.service import Networking, NoInterface, management_addresses
 from amphora_agent.settings import LiveSettings, Settings
+from amphora_agent.system import files
+from amphora_agent.wiring import wire
 from tests.conftest import FIXTURES
 
 with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what this project installs
@@ -29,6 +32,7 @@ class FakeNetworking(Networking):
     def __init__(self, tmp: Path, outcome: Exception | str) -> None:
         settings = Settings(base_path=tmp, base_cert_dir=tmp / "certs", agent_server_network_dir=tmp / "if")
         super().__init__(LiveSettings(settings), Layout.from_settings(settings))
+        self.folder, self.settings = tmp, settings
         self.outcome = outcome
         self.reached: list[str | None] = []
 
@@ -39,13 +43,13 @@ class FakeNetworking(Networking):
 
     def plug_vip(self, vip: str, body: bytes, reached_on: str | None = None) -> str:
         """Parse, then answer from the script."""
-        network.parse_plug_vip(vip, body)
+        plans.parse_plug_vip(vip, body)
         self.reached.append(reached_on)
         return self._answer()
 
     def plug_network(self, body: bytes, reached_on: str | None = None) -> str:
         """Parse, then answer from the script."""
-        network.parse_plug_network(body)
+        plans.parse_plug_network(body)
         return self._answer()
 
     def interface_of(self, ip: str, anywhere: bool = True) -> str:
@@ -54,16 +58,22 @@ class FakeNetworking(Networking):
 
     def set_rules(self, ip: str, body: bytes) -> None:
         """Parse the rules, then answer from the script."""
-        from amphora_agent import nftables
+        from amphora_agent.network import nftables
 
         nftables.parse_rules(body)
         self._answer()
 
 
-def client(net: Networking | None) -> TestClient:
-    """A test client for an app whose only real service is ``net``."""
-    dummy = cast(Any, None)
-    return TestClient(create_app(Services(dummy, dummy, dummy, dummy, dummy, network=net)))
+def client(net: FakeNetworking) -> TestClient:
+    """The daemon's app (``wire``) over ``net``'s folder, with its network service replaced by ``net``."""
+    ca = CertificateAuthority()
+    files.atomic_write(net.folder / "ca.pem", ca.cert_pem, files.PUBLIC)
+    files.atomic_write(net.folder / "server.pem", ca.issue("amphora", server=True).bundle)
+    settings = dataclasses.replace(
+        net.settings, agent_server_cert=net.folder / "server.pem", agent_server_ca=net.folder / "ca.pem"
+    )
+    services = dataclasses.replace(wire(settings).services, network=net)
+    return TestClient(create_app(services))
 
 
 @pytest.mark.parametrize(
@@ -129,13 +139,6 @@ def test_interface_lookup_and_rules_answers(tmp_path: Path) -> None:
         404,
         {"message": "Error interface not found for IP address"},
     )
-
-
-def test_routes_answer_503_without_the_service() -> None:
-    """An app built without networking keeps the routes (the contract) and says why it cannot serve them."""
-    with client(None) as api:
-        reply = api.post("/1.0/plug/network", content=b"{}")
-    assert reply.status_code == 503
 
 
 def test_the_request_local_address_is_passed_on(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from amphora_agent import network
 from amphora_agent.errors import InvalidInput
-from amphora_agent.interfaces import Interface
-from amphora_agent.network import BadBody
+from amphora_agent.network import plans
+from amphora_agent.network.interfaces import Interface
+from amphora_agent.network.plans import BadBody
 from tests.conftest import FIXTURES
 
 REQUESTS = FIXTURES / "requests"
@@ -131,7 +131,7 @@ def scripts(name: str, *families: int, sriov: bool = False) -> dict[str, list[di
 def test_bad_plug_vip_bodies(vip: str, body: bytes, kind: type[Exception], message: str) -> None:
     """Each malformed plug-VIP request is refused with the existing agent's 400 text."""
     with pytest.raises(kind) as caught:
-        network.parse_plug_vip(vip, body)
+        plans.parse_plug_vip(vip, body)
     assert isinstance(caught.value, InvalidInput)
     assert caught.value.message == message
 
@@ -168,14 +168,14 @@ def test_bad_plug_vip_bodies(vip: str, body: bytes, kind: type[Exception], messa
 def test_bad_plug_network_bodies(body: bytes, kind: type[Exception], message: str) -> None:
     """Each malformed plug-network request is refused with a 400 and a clear message."""
     with pytest.raises(kind) as caught:
-        network.parse_plug_network(body)
+        plans.parse_plug_network(body)
     assert isinstance(caught.value, InvalidInput)
     assert caught.value.message.startswith(message)
 
 
 def test_mac_is_normalised_to_the_kernel_form() -> None:
     """An upper-case MAC matches the kernel's lower-case one."""
-    plug = network.parse_plug_vip(
+    plug = plans.parse_plug_vip(
         "198.51.100.10", edited("plug-vip-single-ipv4.json", mac_address="FA:16:3E:5A:00:01")
     )
     assert plug.mac == "fa:16:3e:5a:00:01"
@@ -190,15 +190,15 @@ def test_every_controller_plug_vip_fixture_parses() -> None:
         ("plug-vip-active-standby-sriov-amp-a.json", "198.51.100.140"),
         ("plug-vip-ipv6.json", "2001:db8:101::10"),
     ]:
-        plug = network.parse_plug_vip(vip, fixture(name))
+        plug = plans.parse_plug_vip(vip, fixture(name))
         assert str(plug.vips[0].address) == vip
 
 
 # -- plans --------------------------------------------------------------------------------------------
 def test_single_ipv4_vip_plan() -> None:
     """SINGLE: VIP owned, default + link routes in main and table 1, a source rule to table 1."""
-    plug = network.parse_plug_vip("198.51.100.10", fixture("plug-vip-single-ipv4.json"))
-    assert network.vip_interface(plug, "SINGLE").to_json() == {
+    plug = plans.parse_plug_vip("198.51.100.10", fixture("plug-vip-single-ipv4.json"))
+    assert plans.vip_interface(plug, "SINGLE").to_json() == {
         "name": "eth1",
         "if_type": "vip",
         "addresses": [
@@ -220,9 +220,9 @@ def test_single_ipv4_vip_plan() -> None:
 
 def test_active_standby_vip_plan_leaves_vips_and_table_1_to_keepalived() -> None:
     """ACTIVE_STANDBY: VIPs not owned, no table-1 default or prefsrc routes, no rules; host routes in both."""
-    plug = network.parse_plug_vip("198.51.100.140", fixture("plug-vip-active-standby-amp-a.json"))
+    plug = plans.parse_plug_vip("198.51.100.140", fixture("plug-vip-active-standby-amp-a.json"))
     six = "2001:0db8:0100:0000:0000:0000:0000:0140"
-    assert network.vip_interface(plug, "ACTIVE_STANDBY").to_json() == {
+    assert plans.vip_interface(plug, "ACTIVE_STANDBY").to_json() == {
         "name": "eth1",
         "if_type": "vip",
         "addresses": [
@@ -266,7 +266,7 @@ def test_reference_example_single_dual_stack() -> None:
             ],
         }
     ).encode()
-    iface = network.vip_interface(network.parse_plug_vip("203.0.113.2", body), "SINGLE")
+    iface = plans.vip_interface(plans.parse_plug_vip("203.0.113.2", body), "SINGLE")
     vip6, net6 = "2001:0db8:0000:0000:0000:0000:0000:0002", "2001:0db8:0000:0000:0000:0000:0000:0000/64"
     assert [(a.address, a.prefixlen, a.octavia_owned) for a in iface.addresses] == [
         ("203.0.113.4", 24, None),
@@ -290,39 +290,37 @@ def test_reference_example_single_dual_stack() -> None:
 
 def test_ipv6_vip_plan() -> None:
     """An IPv6-only VIP: /128 VIP, the vrrp_ip with the subnet's length, IPv6 masquerade only."""
-    plug = network.parse_plug_vip("2001:db8:101::10", fixture("plug-vip-ipv6.json"))
-    iface = network.vip_interface(plug, "SINGLE")
+    plug = plans.parse_plug_vip("2001:db8:101::10", fixture("plug-vip-ipv6.json"))
+    iface = plans.vip_interface(plug, "SINGLE")
     assert [(a.address, a.prefixlen) for a in iface.addresses] == [
         ("2001:0db8:0101:0000:0000:0000:0000:0011", 64),
         ("2001:0db8:0101:0000:0000:0000:0000:0010", 128),
     ]
     assert iface.families == (6,)
-    assert network.plugged_details(plug) == (
+    assert plans.plugged_details(plug) == (
         "VIPs plugged on interface eth1: 2001:0db8:0101:0000:0000:0000:0000:0010"
     )
 
 
 def test_sriov_flag_reaches_the_scripts() -> None:
     """An SR-IOV VIP runs lvs-masquerade.sh with ``sriov`` (no TCP notrack)."""
-    plug = network.parse_plug_vip("198.51.100.140", fixture("plug-vip-active-standby-sriov-amp-a.json"))
-    iface = network.vip_interface(plug, "SINGLE")
+    plug = plans.parse_plug_vip("198.51.100.140", fixture("plug-vip-active-standby-sriov-amp-a.json"))
+    iface = plans.vip_interface(plug, "SINGLE")
     assert iface.is_sriov
     assert iface.to_json()["scripts"] == scripts("eth1", 4, 6, sriov=True)
 
 
 def test_vip_without_vrrp_ip_uses_dynamic_addresses() -> None:
     """No vrrp_ip: DHCP for IPv4 and SLAAC for IPv6, one entry each, as the existing agent writes them."""
-    plug = network.parse_plug_vip(
-        "198.51.100.140", edited("plug-vip-active-standby-amp-a.json", vrrp_ip=None)
-    )
-    data = network.vip_interface(plug, "SINGLE").to_json()
+    plug = plans.parse_plug_vip("198.51.100.140", edited("plug-vip-active-standby-amp-a.json", vrrp_ip=None))
+    data = plans.vip_interface(plug, "SINGLE").to_json()
     assert data["addresses"][:2] == [{"dhcp": True}, {"ipv6auto": True}]
 
 
 def test_member_port_plan() -> None:
     """A member port: fixed IPs with their subnet lengths, host routes in main only, gateways unused."""
-    plug = network.parse_plug_network(fixture("plug-network.json"))
-    assert network.member_interface(plug, "eth2").to_json() == {
+    plug = plans.parse_plug_network(fixture("plug-network.json"))
+    assert plans.member_interface(plug, "eth2").to_json() == {
         "name": "eth2",
         "if_type": "backend",
         "addresses": [
@@ -339,8 +337,8 @@ def test_member_port_plan() -> None:
 
 def test_member_port_without_fixed_ips_is_dynamic() -> None:
     """No fixed IPs: one ``{dhcp, ipv6auto}`` entry and masquerade for both versions."""
-    plug = network.parse_plug_network(b'{"mac_address": "fa:16:3e:a0:00:09", "fixed_ips": null}')
-    data = network.member_interface(plug, "eth3").to_json()
+    plug = plans.parse_plug_network(b'{"mac_address": "fa:16:3e:a0:00:09", "fixed_ips": null}')
+    data = plans.member_interface(plug, "eth3").to_json()
     assert data["addresses"] == [{"dhcp": True, "ipv6auto": True}]
     assert data["scripts"] == scripts("eth3", 4, 6)
     assert "mtu" not in data
@@ -348,9 +346,9 @@ def test_member_port_without_fixed_ips_is_dynamic() -> None:
 
 def test_vrrp_port_replug_keeps_the_vip_and_adds_the_member_subnet() -> None:
     """``vip_net_info``: the VIP definition again plus the port's fixed IPs (reference 7.3, 7.5)."""
-    plug = network.parse_plug_network(fixture("plug-network-vip-net-info.json"))
+    plug = plans.parse_plug_network(fixture("plug-network-vip-net-info.json"))
     assert plug.vip is not None
-    iface = network.vip_interface(plug.vip, "SINGLE", plug.fixed_ips, name="eth1")
+    iface = plans.vip_interface(plug.vip, "SINGLE", plug.fixed_ips, name="eth1")
     assert [(a.address, a.prefixlen) for a in iface.addresses] == [
         ("198.51.100.141", 25),
         ("198.51.100.140", 32),
@@ -368,7 +366,7 @@ def test_vrrp_port_replug_keeps_the_vip_and_adds_the_member_subnet() -> None:
 )
 def test_lowest_free_member_name(used: set[str], expected: str) -> None:
     """Member ports get the lowest free ethN from eth2."""
-    assert network.lowest_free_name(used) == expected
+    assert plans.lowest_free_name(used) == expected
 
 
 @pytest.mark.parametrize(
@@ -379,17 +377,17 @@ def test_lowest_free_member_name(used: set[str], expected: str) -> None:
 def test_definitions_survive_a_round_trip_through_json(name: str, topology: str) -> None:
     """What is stored reads back as the same definition."""
     vip = {"plug-vip-single-ipv4.json": "198.51.100.10", "plug-vip-ipv6.json": "2001:db8:101::10"}
-    iface = network.vip_interface(
-        network.parse_plug_vip(vip.get(name, "198.51.100.140"), fixture(name)), topology
+    iface = plans.vip_interface(
+        plans.parse_plug_vip(vip.get(name, "198.51.100.140"), fixture(name)), topology
     )
     assert Interface.from_json(json.loads(json.dumps(iface.to_json()))) == iface
 
 
 def test_announced_addresses_skip_keepalived_ones() -> None:
     """Only addresses the agent owns are announced (keepalived announces the A/S VIPs)."""
-    plug = network.parse_plug_vip("198.51.100.140", fixture("plug-vip-active-standby-amp-a.json"))
-    assert network.announced(network.vip_interface(plug, "ACTIVE_STANDBY")) == ["198.51.100.141"]
-    assert network.announced(network.vip_interface(plug, "SINGLE")) == [
+    plug = plans.parse_plug_vip("198.51.100.140", fixture("plug-vip-active-standby-amp-a.json"))
+    assert plans.announced(plans.vip_interface(plug, "ACTIVE_STANDBY")) == ["198.51.100.141"]
+    assert plans.announced(plans.vip_interface(plug, "SINGLE")) == [
         "198.51.100.141",
         "198.51.100.140",
         "2001:0db8:0100:0000:0000:0000:0000:0140",

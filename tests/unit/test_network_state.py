@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from amphora_agent import interfaces, nftables
-from amphora_agent.interfaces import Address, Interface, InterfaceStore, Route, Rule
-from amphora_agent.network import BadBody
-from amphora_agent.system import announce
+from amphora_agent.network import interfaces, nftables
+from amphora_agent.network.interfaces import Address, Interface, InterfaceStore, Route, Rule
+from amphora_agent.network.plans import BadBody
+from amphora_agent.system import announce, netlink
 from tests.conftest import FIXTURES
 
 VIP_IFACE = Interface(
@@ -74,9 +74,7 @@ def test_dynamic_interfaces_keep_unknown_addresses() -> None:
         ),
     ],
 )
-def test_route_changes(
-    current: list[interfaces.RouteKey], add: int, delete: list[interfaces.RouteKey]
-) -> None:
+def test_route_changes(current: list[netlink.RouteKey], add: int, delete: list[netlink.RouteKey]) -> None:
     """Missing routes are added, stale static ones deleted, compared by (dst, gateway, prefsrc, table)."""
     to_add, to_delete = interfaces.route_changes(VIP_IFACE, current)
     assert len(to_add) == add

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amphora_agent import parsers
+from amphora_agent.loadbalancers import haproxy_config
 from tests.conftest import FIXTURES
 
 HAPROXY = FIXTURES / "haproxy"
@@ -30,7 +30,7 @@ MULTI_LISTENERS = [
 )
 def test_peer_name_vectors(amphora_id: str, expected: str) -> None:
     """The -L peer name is the controller's url-safe base64 SHA-1, '=' stripped, leading '-' -> 'x'."""
-    assert parsers.peer_name(amphora_id) == expected
+    assert haproxy_config.peer_name(amphora_id) == expected
 
 
 @pytest.mark.parametrize(
@@ -60,8 +60,8 @@ def test_peer_name_vectors(amphora_id: str, expected: str) -> None:
 )
 def test_parse_fixture_configs(name: str, listeners: list[tuple[str, str]], stats_socket: str) -> None:
     """Every controller config yields its listener ids and types, stats socket and state file."""
-    config = parsers.parse_haproxy_config((HAPROXY / name).read_text())
-    tenant = [(f.id, f.type) for f in config.frontends if f.id != parsers.PROMETHEUS_FRONTEND]
+    config = haproxy_config.parse_haproxy_config((HAPROXY / name).read_text())
+    tenant = [(f.id, f.type) for f in config.frontends if f.id != haproxy_config.PROMETHEUS_FRONTEND]
     assert tenant == listeners
     assert config.listener_ids == [lid for lid, _ in listeners]
     assert config.stats_socket == f"/var/lib/octavia/{stats_socket}.sock"
@@ -82,15 +82,15 @@ def test_every_fixture_config_is_covered() -> None:
 
 def test_prometheus_internal_frontend_is_parsed_but_not_a_listener() -> None:
     """The internal exporter frontend is a frontend (binds 127.0.0.1:9101) but not a tenant listener."""
-    config = parsers.parse_haproxy_config((HAPROXY / "prometheus.cfg").read_text())
-    internal = [f for f in config.frontends if f.id == parsers.PROMETHEUS_FRONTEND]
+    config = haproxy_config.parse_haproxy_config((HAPROXY / "prometheus.cfg").read_text())
+    internal = [f for f in config.frontends if f.id == haproxy_config.PROMETHEUS_FRONTEND]
     assert [f.binds for f in internal] == [("127.0.0.1:9101",)]
-    assert parsers.PROMETHEUS_FRONTEND not in config.listener_ids
+    assert haproxy_config.PROMETHEUS_FRONTEND not in config.listener_ids
 
 
 def test_multi_listener_binds_both_families() -> None:
     """Each multi-listener frontend binds the IPv4 VIP and the additional IPv6 VIP."""
-    config = parsers.parse_haproxy_config((HAPROXY / "multi-listener.cfg").read_text())
+    config = haproxy_config.parse_haproxy_config((HAPROXY / "multi-listener.cfg").read_text())
     assert config.frontends[0].binds == ("198.51.100.140:80", "2001:db8:100::140:80")
 
 
@@ -123,7 +123,7 @@ def test_multi_listener_binds_both_families() -> None:
 )
 def test_frontend_types(text: str, expected: list[tuple[str, str]]) -> None:
     """A frontend's type comes from its first mode (else the defaults), TERMINATED_HTTPS with ssl crt-list."""
-    assert [(f.id, f.type) for f in parsers.parse_haproxy_config(text).frontends] == expected
+    assert [(f.id, f.type) for f in haproxy_config.parse_haproxy_config(text).frontends] == expected
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_frontend_types(text: str, expected: list[tuple[str, str]]) -> None:
 )
 def test_stats_socket_and_state_file(text: str, socket: str | None, state: str | None) -> None:
     """The first global ``stats socket`` path and the ``server-state-file`` are read from global only."""
-    config = parsers.parse_haproxy_config(text)
+    config = haproxy_config.parse_haproxy_config(text)
     assert (config.stats_socket, config.server_state_file) == (socket, state)
 
 
@@ -171,14 +171,14 @@ def test_stats_socket_and_state_file(text: str, socket: str | None, state: str |
 )
 def test_strip_group_lines(text: str, expected: str) -> None:
     """Only lone ``group <x>`` lines inside ``global`` are dropped; everything else is kept byte for byte."""
-    assert parsers.strip_group_lines(text) == expected
+    assert haproxy_config.strip_group_lines(text) == expected
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in HAPROXY.glob("*.cfg")))
 def test_strip_group_lines_keeps_fixture_configs(name: str) -> None:
     """The controller's configs carry no group line, so stripping changes nothing."""
     text = (HAPROXY / name).read_text()
-    assert parsers.strip_group_lines(text) == text
+    assert haproxy_config.strip_group_lines(text) == text
 
 
 @pytest.mark.parametrize(
@@ -200,7 +200,7 @@ def test_strip_group_lines_keeps_fixture_configs(name: str) -> None:
 )
 def test_find_control_bytes(text: str, line: int | None) -> None:
     """The 1-based line of the first control byte other than tab and newline, or None."""
-    assert parsers.find_control_bytes(text) == line
+    assert haproxy_config.find_control_bytes(text) == line
 
 
 @pytest.mark.parametrize(
@@ -219,4 +219,4 @@ def test_find_control_bytes(text: str, line: int | None) -> None:
 )
 def test_bind_addresses(binds: tuple[str, ...], expected: list[str]) -> None:
     """VIP addresses of bind arguments, unique, loopback and wildcard left out."""
-    assert parsers.bind_addresses(binds) == expected
+    assert haproxy_config.bind_addresses(binds) == expected

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from amphora_agent import heartbeat_codec as codec
+from amphora_agent.health import codec
 
 KEY = "fixture-heartbeat-key"
 keys = st.text(min_size=1, max_size=40)

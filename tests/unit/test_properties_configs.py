@@ -17,9 +17,9 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from amphora_agent import info
-from amphora_agent import keepalived_text as kt
-from amphora_agent import settings as cfg
 from amphora_agent.errors import InvalidInput
+from amphora_agent.keepalived import config_text
+from amphora_agent.settings import OPTIONS, TOPOLOGIES, parse_ini
 from tests.unit.strategies import any_text, ipv4, lines_of, ports, uuids, words
 
 
@@ -28,8 +28,8 @@ from tests.unit.strategies import any_text, ipv4, lines_of, ports, uuids, words
 @given(any_text)
 def test_keepalived_output_is_sorted_without_loss(output: str) -> None:
     """Every non-blank diagnostic of ``keepalived -t`` is either fatal or a known warning."""
-    verdict = kt.classify(output)
-    lines = {kt._TIMESTAMP.sub("", line).strip() for line in output.splitlines()} - {""}
+    verdict = config_text.classify(output)
+    lines = {config_text._TIMESTAMP.sub("", line).strip() for line in output.splitlines()} - {""}
     assert set(verdict.fatal) | set(verdict.warnings) == lines
     assert not set(verdict.fatal) & set(verdict.warnings)
     assert verdict.ok == (not verdict.fatal)
@@ -71,8 +71,8 @@ LVS_TOKENS = (
 def test_lvs_configs_parse_or_raise_value_error(text: str) -> None:
     """Any text is an LVS config or a ValueError (the upload answers 400), never another exception."""
     try:
-        config = kt.parse_lvs(text)
-        problems = kt.lvs_problems(text, "amphora-haproxy")
+        config = config_text.parse_lvs(text)
+        problems = config_text.lvs_problems(text, "amphora-haproxy")
     except ValueError:
         return
     assert all(member.enabled == (member.address is not None) for member in config.members)
@@ -125,7 +125,7 @@ def test_rendered_lvs_configs_parse_back(
         lines.append("    }")
     lines += [f"    # Member {member_id} is disabled" for member_id in disabled]
     lines.append("}")
-    config = kt.parse_lvs("\n".join(lines) + "\n")
+    config = config_text.parse_lvs("\n".join(lines) + "\n")
     assert (config.loadbalancer_id, config.listener_id, config.pool_id) == (lb_id, listener_id, pool_id)
     assert config.namespace == "amphora-haproxy"
     assert list(config.vips) == vips and config.protocols == (protocol,)
@@ -135,7 +135,7 @@ def test_rendered_lvs_configs_parse_back(
     assert config.health_monitor == any(c for *_, c in servers)
 
 
-# -- settings.parse_ini -------------------------------------------------------------------------------
+# -- parse_ini -------------------------------------------------------------------------------
 INI_TOKENS = (
     st.sampled_from(
         [
@@ -170,18 +170,18 @@ INI_TOKENS = (
 def test_ini_text_is_settings_or_a_400(text: str) -> None:
     """Any INI text (PUT /1.0/config) is Settings or InvalidInput: a bad file changes nothing."""
     try:
-        parsed = cfg.parse_ini(text)
+        parsed = parse_ini(text)
     except InvalidInput as exc:
         assert exc.message == "Invalid configuration file"
         return
-    assert parsed.loadbalancer_topology in cfg.TOPOLOGIES
+    assert parsed.loadbalancer_topology in TOPOLOGIES
 
 
 ini_values = {
     "debug": st.booleans(),
     "heartbeat_interval": st.integers(1, 3600),
     "heartbeat_key": st.text(string.ascii_letters + string.digits, min_size=1, max_size=20),
-    "loadbalancer_topology": st.sampled_from(cfg.TOPOLOGIES),
+    "loadbalancer_topology": st.sampled_from(TOPOLOGIES),
     "controller_ip_port_list": st.lists(
         st.tuples(ipv4, ports).map(lambda a: f"{a[0]}:{a[1]}"), max_size=3
     ).map(tuple),
@@ -200,7 +200,7 @@ def test_rendered_ini_files_parse_back(values: dict[str, Any]) -> None:
     assume(values)
     parser = configparser.ConfigParser(interpolation=None)
     for attr, value in values.items():
-        (section, name), _ = next((key, o) for key, o in cfg.OPTIONS.items() if o[0] == attr)
+        (section, name), _ = next((key, o) for key, o in OPTIONS.items() if o[0] == attr)
         text = ", ".join(value) if isinstance(value, tuple) else str(value)
         if section == "DEFAULT":
             parser["DEFAULT"][name] = text
@@ -208,7 +208,7 @@ def test_rendered_ini_files_parse_back(values: dict[str, Any]) -> None:
             parser[section] = {**(parser[section] if parser.has_section(section) else {}), name: text}
     out = io.StringIO()
     parser.write(out)
-    parsed = cfg.parse_ini(out.getvalue())
+    parsed = parse_ini(out.getvalue())
     for attr, value in values.items():
         assert getattr(parsed, attr) == value, attr
 
@@ -217,7 +217,8 @@ def test_rendered_ini_files_parse_back(values: dict[str, Any]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(["MemTotal", "MemFree", "Cached", "Slab", "Other"]), st.integers(0, 2**63)
+        st.sampled_from(["MemTotal", "MemFree", "Cached", "Slab", "Other"]),
+        st.integers(0, 2**63),
     )
 )
 def test_meminfo_parses_back(values: dict[str, int]) -> None:

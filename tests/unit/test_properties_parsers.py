@@ -16,10 +16,11 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from amphora_agent import parsers, stats
+from amphora_agent.health import samples
+from amphora_agent.loadbalancers import haproxy_config
 from tests.unit.strategies import any_text, ipv4, ipv6, lines_of, ports, uuids, words
 
-# -- parsers.py: haproxy configs, peer names, control bytes ------------------------------------------
+# -- haproxy_config.py: haproxy configs, peer names, control bytes ------------------------------------------
 HAPROXY_TOKENS = (
     st.sampled_from(
         [
@@ -52,9 +53,9 @@ HAPROXY_TOKENS = (
 @given(any_text | lines_of(HAPROXY_TOKENS))
 def test_haproxy_config_parse_never_fails(text: str) -> None:
     """Any text parses to frontends, a socket and a state file: the parser never raises."""
-    config = parsers.parse_haproxy_config(text)
+    config = haproxy_config.parse_haproxy_config(text)
     assert all(f.type in ("HTTP", "TCP", "TERMINATED_HTTPS") or f.type for f in config.frontends)
-    assert parsers.PROMETHEUS_FRONTEND not in config.listener_ids
+    assert haproxy_config.PROMETHEUS_FRONTEND not in config.listener_ids
 
 
 frontends = st.lists(
@@ -96,8 +97,8 @@ def test_rendered_haproxy_configs_parse_back(
             lines.append(f"    bind {bind}{suffix}")
         lines.append(f"backend pool:{frontend_id}\n    server m 192.0.2.1:80")
         kind = "TERMINATED_HTTPS" if tls else (mode or default_mode).upper()
-        expected.append(parsers.Frontend(frontend_id, kind, tuple(rendered)))
-    config = parsers.parse_haproxy_config("\n".join(lines) + "\n")
+        expected.append(haproxy_config.Frontend(frontend_id, kind, tuple(rendered)))
+    config = haproxy_config.parse_haproxy_config("\n".join(lines) + "\n")
     assert list(config.frontends) == expected
     assert config.stats_socket == f"/var/lib/octavia/{lb_id}.sock"
     assert config.server_state_file == f"/var/lib/octavia/{lb_id}/servers-state"
@@ -107,8 +108,8 @@ def test_rendered_haproxy_configs_parse_back(
 @given(any_text | lines_of(HAPROXY_TOKENS))
 def test_group_lines_are_stripped_from_global_only(text: str) -> None:
     """Stripping keeps every line but ``group`` lines of ``global``, in order, and is idempotent."""
-    stripped = parsers.strip_group_lines(text)
-    assert parsers.strip_group_lines(stripped) == stripped
+    stripped = haproxy_config.strip_group_lines(text)
+    assert haproxy_config.strip_group_lines(stripped) == stripped
     kept = iter(text.splitlines(keepends=True))
     for line in stripped.splitlines(keepends=True):  # a subsequence of the input's lines
         assert any(line == candidate for candidate in kept)
@@ -123,7 +124,7 @@ def test_group_lines_are_stripped_from_global_only(text: str) -> None:
 @example("\x7f")
 def test_control_bytes_are_found_with_their_line(text: str) -> None:
     """The first control byte other than tab and newline is found, on its 1-based line; else None."""
-    line = parsers.find_control_bytes(text)
+    line = haproxy_config.find_control_bytes(text)
     bad = [i for i, c in enumerate(text) if (ord(c) < 32 and c not in "\t\n") or c == "\x7f"]
     if not bad:
         assert line is None
@@ -135,9 +136,9 @@ def test_control_bytes_are_found_with_their_line(text: str) -> None:
 @given(st.text(max_size=100))
 def test_peer_names_are_safe_haproxy_names(amphora_id: str) -> None:
     """Any amphora id gives a 27-character url-safe name that does not start with a dash."""
-    name = parsers.peer_name(amphora_id)
+    name = haproxy_config.peer_name(amphora_id)
     assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{26}", name)
-    assert parsers.peer_name(amphora_id) == name
+    assert haproxy_config.peer_name(amphora_id) == name
 
 
 @settings(max_examples=300, deadline=None)
@@ -146,10 +147,10 @@ def test_bind_addresses_are_unique_and_not_loopback(binds: list[tuple[str, str, 
     """Every non-loopback bind address once, in first-seen order."""
     rendered = tuple(f"{p}[{a}]:{port}" if ":" in a else f"{p}{a}:{port}" for p, a, port in binds)
     expected = list(dict.fromkeys(a for _, a, _ in binds if not a.startswith(("127.", "::1"))))
-    assert parsers.bind_addresses(rendered) == expected
+    assert haproxy_config.bind_addresses(rendered) == expected
 
 
-# -- stats.py: show stat ------------------------------------------------------------------------------
+# -- samples.py: show stat ------------------------------------------------------------------------------
 cell = st.text(string.ascii_letters + string.digits + ' _-:.,"', max_size=10)
 counter = st.integers(min_value=0, max_value=2**63)
 
@@ -166,10 +167,10 @@ counter = st.integers(min_value=0, max_value=2**63)
 def test_show_stat_answers_are_a_sample_or_a_stats_error(text: str) -> None:
     """Any socket answer gives a sample or StatsError: a garbled answer never escapes as another error."""
     try:
-        sample = stats.sample_from_answer(text)
-    except stats.StatsError:
+        sample = samples.sample_from_answer(text)
+    except samples.StatsError:
         return
-    assert all(isinstance(s, stats.ListenerSample) for s in sample.listeners.values())
+    assert all(isinstance(s, samples.ListenerSample) for s in sample.listeners.values())
 
 
 rows = st.lists(
@@ -193,7 +194,7 @@ rows = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(
     rows,
-    st.permutations(list(stats.COLUMNS[1:])),
+    st.permutations(list(samples.COLUMNS[1:])),
     st.lists(st.sampled_from(["qcur", "qmax", "rate"]), unique=True),
 )
 def test_show_stat_rows_parse_back_in_any_column_order(
@@ -207,19 +208,19 @@ def test_show_stat_rows_parse_back_in_any_column_order(
     writer.writerow(header)
     for row in items:
         writer.writerow([row.get(name, "7") for name in header])
-    parsed = stats.parse_show_stat("# " + out.getvalue())
-    assert parsed == [{name: row[name] for name in stats.COLUMNS} for row in items]
+    parsed = samples.parse_show_stat("# " + out.getvalue())
+    assert parsed == [{name: row[name] for name in samples.COLUMNS} for row in items]
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.fixed_dictionaries({name: counter for name in stats.COUNTER_FIELDS}),
-    st.none() | st.fixed_dictionaries({name: counter for name in stats.COUNTER_FIELDS}),
+    st.fixed_dictionaries({name: counter for name in samples.COUNTER_FIELDS}),
+    st.none() | st.fixed_dictionaries({name: counter for name in samples.COUNTER_FIELDS}),
 )
 def test_deltas_are_never_negative(current: dict[str, int], last: dict[str, int] | None) -> None:
     """A delta is the growth since the last sample, or the whole value after a restart: never negative."""
-    result = stats.deltas(current, last)
-    for name in stats.COUNTER_FIELDS:
+    result = samples.deltas(current, last)
+    for name in samples.COUNTER_FIELDS:
         assert result[name] >= 0
         if last is None or current[name] < last[name]:
             assert result[name] == current[name]
@@ -238,11 +239,12 @@ json_values = st.recursive(
 @given(
     json_values
     | st.dictionaries(
-        st.text(max_size=8), st.dictionaries(st.sampled_from(stats.COUNTER_FIELDS), json_values)
+        st.text(max_size=8),
+        st.dictionaries(st.sampled_from(samples.COUNTER_FIELDS), json_values),
     )
 )
 def test_persisted_counters_keep_only_integers(data: Any) -> None:
     """Any JSON in the counters file gives counters of plain integers; nothing else survives."""
-    for values in stats.parse_counters(data).values():
-        assert values and set(values) <= set(stats.COUNTER_FIELDS)
+    for values in samples.parse_counters(data).values():
+        assert values and set(values) <= set(samples.COUNTER_FIELDS)
         assert all(type(v) is int for v in values.values())

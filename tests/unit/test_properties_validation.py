@@ -17,8 +17,9 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from amphora_agent import network, nftables, validation
+from amphora_agent import validation
 from amphora_agent.errors import InvalidInput
+from amphora_agent.network import nftables, plans
 
 ID = re.compile(r"[0-9A-Fa-f][0-9A-Fa-f-]{0,63}")
 hostile_text = st.text(
@@ -144,11 +145,11 @@ def _typed(parse: Any, *args: Any) -> Any:
 @example("198.51.100.10", b"\xff")
 def test_plug_vip_bodies_are_a_plug_or_a_400(vip: str, body: bytes) -> None:
     """Any VIP and body: a plug whose addresses parsed, or InvalidInput."""
-    plug = _typed(network.parse_plug_vip, vip, body)
+    plug = _typed(plans.parse_plug_vip, vip, body)
     if plug is not None:
         assert plug.vips[0].address == ipaddress.ip_address(vip)
         assert all(subnet.address in subnet.network for subnet in plug.vips)
-        assert network.MAC.fullmatch(plug.mac)
+        assert plans.MAC.fullmatch(plug.mac)
 
 
 @settings(max_examples=500, deadline=None)
@@ -158,7 +159,7 @@ def test_plug_vip_bodies_are_a_plug_or_a_400(vip: str, body: bytes) -> None:
 @example(b'{"mac_address": "fa:16:3e:00:00:01", "vip_net_info": {"vip": []}}')
 def test_plug_network_bodies_are_a_plug_or_a_400(body: bytes) -> None:
     """Any body: a network plug whose fixed IPs lie in their subnets, or InvalidInput."""
-    plug = _typed(network.parse_plug_network, body)
+    plug = _typed(plans.parse_plug_network, body)
     if plug is not None:
         assert all(subnet.address in subnet.network for subnet in plug.fixed_ips)
 
@@ -194,7 +195,7 @@ def test_valid_plug_vip_bodies_round_trip(
         "mtu": mtu,
         "is_sriov": sriov,
     }
-    plug = network.parse_plug_vip(vip, json.dumps(body).encode())
+    plug = plans.parse_plug_vip(vip, json.dumps(body).encode())
     assert plug.mac == mac
     assert plug.vips[0].address == ipaddress.ip_address(vip)
     assert plug.vips[0].network == ipaddress.ip_network(cidr)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from amphora_agent import settings as cfg
+from amphora_agent import settings
 from amphora_agent.errors import InvalidInput
 from amphora_agent.settings import LiveSettings, Settings
 from tests.conftest import FIXTURES
@@ -28,33 +28,33 @@ AMP_S = "a46841f0-96d9-4a6c-bfb7-d874eeaabe30"
 )
 def test_fixture_agent_confs_parse(name: str, controllers: tuple[str, ...], key: str) -> None:
     """Both controller-rendered files parse into typed values; their unknown options are ignored."""
-    settings = cfg.load(AGENT / name)
-    assert settings.amphora_id == AMP_S
-    assert settings.controller_ip_port_list == controllers
-    assert settings.heartbeat_key == key
-    assert settings.heartbeat_interval == 10
-    assert settings.loadbalancer_topology == "SINGLE"
-    assert settings.base_path == Path("/var/lib/octavia")
-    assert settings.base_cert_dir == Path("/var/lib/octavia/certs")
-    assert settings.bind_host == "::"
-    assert settings.bind_port == 9443
-    assert settings.agent_server_cert == Path("/etc/octavia/certs/server.pem")
-    assert settings.agent_server_ca == Path("/etc/octavia/certs/client_ca.pem")
-    assert settings.agent_tls_protocol == "TLSv1.2"
-    assert settings.agent_request_read_timeout == 180
-    assert (settings.debug, settings.use_syslog, settings.syslog_log_facility) == (False, True, "LOG_LOCAL1")
-    assert settings.config_file == AGENT / name
+    loaded = settings.load(AGENT / name)
+    assert loaded.amphora_id == AMP_S
+    assert loaded.controller_ip_port_list == controllers
+    assert loaded.heartbeat_key == key
+    assert loaded.heartbeat_interval == 10
+    assert loaded.loadbalancer_topology == "SINGLE"
+    assert loaded.base_path == Path("/var/lib/octavia")
+    assert loaded.base_cert_dir == Path("/var/lib/octavia/certs")
+    assert loaded.bind_host == "::"
+    assert loaded.bind_port == 9443
+    assert loaded.agent_server_cert == Path("/etc/octavia/certs/server.pem")
+    assert loaded.agent_server_ca == Path("/etc/octavia/certs/client_ca.pem")
+    assert loaded.agent_tls_protocol == "TLSv1.2"
+    assert loaded.agent_request_read_timeout == 180
+    assert (loaded.debug, loaded.use_syslog, loaded.syslog_log_facility) == (False, True, "LOG_LOCAL1")
+    assert loaded.config_file == AGENT / name
 
 
 def test_facility_options_in_the_wrong_group_are_ignored() -> None:
     """The template writes the facilities under [haproxy_amphora], where they are not registered."""
-    settings = cfg.parse_ini("[haproxy_amphora]\nuser_log_facility = 5\nadministrative_log_facility = 6\n")
-    assert (settings.user_log_facility, settings.administrative_log_facility) == (0, 1)
+    parsed = settings.parse_ini("[haproxy_amphora]\nuser_log_facility = 5\nadministrative_log_facility = 6\n")
+    assert (parsed.user_log_facility, parsed.administrative_log_facility) == (0, 1)
 
 
 def test_empty_file_gives_the_defaults() -> None:
     """Missing options take the existing agent's defaults."""
-    assert cfg.parse_ini("") == Settings()
+    assert settings.parse_ini("") == Settings()
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_empty_file_gives_the_defaults() -> None:
 )
 def test_repeated_keys_last_wins(text: str, attr: str, expected: object) -> None:
     """A key given twice (also in a repeated section) takes its last value, as oslo.config does."""
-    assert getattr(cfg.parse_ini(text), attr) == expected
+    assert getattr(settings.parse_ini(text), attr) == expected
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_repeated_keys_last_wins(text: str, attr: str, expected: object) -> None
 )
 def test_unknown_options_are_ignored(text: str) -> None:
     """Unknown options and groups parse to the defaults without an error."""
-    assert cfg.parse_ini(text) == Settings()
+    assert settings.parse_ini(text) == Settings()
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,7 @@ def test_unknown_options_are_ignored(text: str) -> None:
 )
 def test_option_values(text: str, attr: str, expected: object) -> None:
     """Each option parses to its type: lists stripped, booleans in oslo's spellings, empty -> None."""
-    assert getattr(cfg.parse_ini(text), attr) == expected
+    assert getattr(settings.parse_ini(text), attr) == expected
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_option_values(text: str, attr: str, expected: object) -> None:
 def test_bad_values_raise_invalid_input(text: str) -> None:
     """A value of the wrong type or outside its choices is InvalidInput naming the option."""
     with pytest.raises(InvalidInput) as caught:
-        cfg.parse_ini(text)
+        settings.parse_ini(text)
     assert caught.value.message == "Invalid configuration file"
     assert caught.value.details is not None and "]" in caught.value.details
 
@@ -162,13 +162,13 @@ def test_bad_values_raise_invalid_input(text: str) -> None:
 def test_unparsable_files_raise_invalid_input(text: str) -> None:
     """Text that is not INI raises InvalidInput, never a configparser error."""
     with pytest.raises(InvalidInput):
-        cfg.parse_ini(text)
+        settings.parse_ini(text)
 
 
 def test_load_missing_file_raises_invalid_input(tmp_path: Path) -> None:
     """A config file that cannot be read is InvalidInput naming the path."""
     with pytest.raises(InvalidInput) as caught:
-        cfg.load(tmp_path / "absent.conf")
+        settings.load(tmp_path / "absent.conf")
     assert str(tmp_path) in (caught.value.details or "")
 
 
@@ -194,7 +194,7 @@ IMMUTABLE = [
 def test_mutable_update_takes_mutable_options(attr: str, value: object) -> None:
     """The six mutable options of the reference take their new value and are not reported."""
     new = Settings(**{attr: value})  # type: ignore[arg-type]
-    applied, ignored = cfg.mutable_update(Settings(), new)
+    applied, ignored = settings.mutable_update(Settings(), new)
     assert getattr(applied, attr) == value
     assert ignored == []
 
@@ -203,15 +203,15 @@ def test_mutable_update_takes_mutable_options(attr: str, value: object) -> None:
 def test_mutable_update_keeps_immutable_options(attr: str, value: object, label: str) -> None:
     """A changed immutable option keeps its old value and is reported as needing a restart."""
     old = Settings()
-    applied, ignored = cfg.mutable_update(old, Settings(**{attr: value}))  # type: ignore[arg-type]
+    applied, ignored = settings.mutable_update(old, Settings(**{attr: value}))  # type: ignore[arg-type]
     assert getattr(applied, attr) == getattr(old, attr)
     assert ignored == [label]
 
 
 def test_mutable_update_from_fixture_files() -> None:
     """The controller's updated file changes exactly the controller list and the heartbeat key."""
-    old = cfg.load(AGENT / "amphora-agent.conf")
-    applied, ignored = cfg.mutable_update(old, cfg.load(AGENT / "amphora-agent-updated.conf"))
+    old = settings.load(AGENT / "amphora-agent.conf")
+    applied, ignored = settings.mutable_update(old, settings.load(AGENT / "amphora-agent-updated.conf"))
     assert ignored == []
     assert applied.controller_ip_port_list == ("203.0.113.132:5555", "[2001:db8:ff::5]:5555")
     assert applied.heartbeat_key == "fixture-heartbeat-key-rotated"

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from amphora_agent.client import AgentClient, Connection
 
 T = TypeVar("T")
-ACTIONS = ("start", "stop", "reload")
 
 HELP = """Drive and inspect an amphora agent over mutual TLS.
 

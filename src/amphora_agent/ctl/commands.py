@@ -11,7 +11,6 @@ import typer
 
 from amphora_agent.ctl import render
 from amphora_agent.ctl.app import (
-    ACTIONS,
     InFile,
     JsonOpt,
     LbId,
@@ -28,6 +27,7 @@ from amphora_agent.ctl.app import (
     udp_app,
     vrrp_app,
 )
+from amphora_agent.validation import ACTIONS
 
 
 # -- discovery ---------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def listen(
 
     Exits 1 when --count heartbeats were not accepted before --timeout.
     """
-    from amphora_agent import heartbeat_listen
+    from amphora_agent.ctl import heartbeat_listener
 
     if key_file is not None:
         try:
@@ -46,12 +46,12 @@ def listen(
     if not key:
         fail(ctx, render.EXIT_USAGE, None, "a key is needed", "--key, --key-file or AMPHORA_HEARTBEAT_KEY")
     try:
-        sock = heartbeat_listen.open_socket(bind, port)
+        sock = heartbeat_listener.open_socket(bind, port)
     except OSError as exc:
         fail(ctx, render.EXIT_USAGE, None, f"cannot listen on [{bind}]:{port}", str(exc))
     with sock:
         try:
-            accepted = heartbeat_listen.listen(
+            accepted = heartbeat_listener.listen(
                 sock,
                 key,
                 sys.stdout,

@@ -13,7 +13,7 @@ import socket
 import struct
 from collections.abc import Iterable
 
-from amphora_agent.system import netlink as nl
+from amphora_agent.system import netlink
 
 ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6
@@ -85,7 +85,7 @@ def announce_in(namespace: str, addresses: Iterable[str]) -> list[str]:
     if not wanted:
         return []
 
-    def inside(link: nl.Netlink) -> list[str]:
+    def inside(link: netlink.Netlink) -> list[str]:
         links = {x.index: x for x in link.links()}
         held: dict[int, list[str]] = {}
         claimed: set[str] = set()
@@ -99,6 +99,6 @@ def announce_in(namespace: str, addresses: Iterable[str]) -> list[str]:
         return errors
 
     try:
-        return nl.run(namespace, inside)
+        return netlink.run(namespace, inside)
     except Exception as exc:  # a missing namespace or a netlink error: nothing announced
         return [f"{', '.join(wanted)} in {namespace}: {exc}"]

@@ -72,11 +72,6 @@ def check(instance: Instance, config: Path | None = None) -> str:
     return proc.run([str(instance.cmd), "-c", *args], timeout=CHECK_TIMEOUT, failure="Invalid request")
 
 
-def version_text(cmd: Path) -> str:
-    """The first line of ``haproxy -v``."""
-    return proc.run([str(cmd), "-v"], timeout=10).splitlines()[0]
-
-
 def read_pid(pid_file: Path) -> int | None:
     """The pid in a pid file, or None when it is missing or unreadable."""
     try:

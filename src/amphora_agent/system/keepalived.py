@@ -13,6 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from amphora_agent.errors import CommandFailed
 from amphora_agent.system import files, proc
@@ -28,6 +29,9 @@ LOG_LIMIT = 1 << 20
 _modprobe_tried = False
 
 
+Child = Literal["vrrp", "check"]  # the keepalived child that must run: VRRP, or the LVS health checker
+
+
 @dataclass(frozen=True)
 class Instance:
     """Everything needed to run one keepalived: config, pid files, log, namespace."""
@@ -39,7 +43,7 @@ class Instance:
     log_file: Path
     netns: str | None
     log_facility: int = 1
-    child: str = "vrrp"  # the child that must run: "vrrp" (VRRP) or "check" (LVS)
+    child: Child = "vrrp"
     path_prefix: Path | None = None  # where the scripts its config names may live (searched first)
 
     def run_argv(self) -> list[str]:

@@ -19,18 +19,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from amphora_agent.errors import CommandFailed
-from amphora_agent.interfaces import (
-    VIP,
-    Interface,
-    Route,
-    RouteKey,
-    RuleKey,
-    address_changes,
-    norm_ip,
-    route_changes,
-    rule_changes,
-    version_of,
-)
 from amphora_agent.system import netns
 
 LOG = logging.getLogger(__name__)
@@ -47,8 +35,23 @@ RTNH_F_ONLINK = 0x4
 RT_SCOPE_LINK = 253
 FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 DAD_TIMEOUT = 30.0
+MAIN_TABLE = 254
 DAD_POLL = 0.05
 EINVAL_RETRIES = 20
+
+
+RouteKey = tuple[str, str | None, str | None, int]  # destination network, gateway, preferred source, table
+RuleKey = tuple[int, str, int]  # table, source address, source prefix length
+
+
+def norm_ip(text: str | None) -> str | None:
+    """An address in compressed form (``None`` stays ``None``): how the kernel's answers are compared."""
+    return None if text is None else ipaddress.ip_address(text).compressed
+
+
+def family_of(text: str) -> int:
+    """AF_INET or AF_INET6 for an address or a network."""
+    return FAMILY[ipaddress.ip_network(text, strict=False).version]
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ class Netlink:
         """Links that carry a default route of the main table."""
         found = set()
         for msg in self.ipr.route("dump"):
-            if msg["dst_len"] == 0 and self._table(msg) == 254 and msg.get_attr("RTA_OIF"):
+            if msg["dst_len"] == 0 and self._table(msg) == MAIN_TABLE and msg.get_attr("RTA_OIF"):
                 found.add(msg.get_attr("RTA_OIF"))
         return found
 
@@ -239,49 +242,99 @@ class Netlink:
         self.ipr.link("set", index=index, state="down")
         self.ipr.link("set", index=index, ifname=name)
 
-    # -- applying a definition -------------------------------------------------------------------
-    def prime(self, iface: Interface, index: int) -> list[tuple[str, int]]:
-        """Link up with its MTU and the missing addresses added (DAD starts); return stale addresses."""
-        was_up = next((link.up for link in self.links() if link.index == index), False)
+    # -- changing --------------------------------------------------------------------------------
+    def set_up(self, index: int, mtu: int | None, failure: str) -> None:
+        """Bring a link up, with an MTU when given."""
         settings: dict[str, Any] = {"state": "up"}
-        if iface.mtu:
-            settings["mtu"] = iface.mtu
-        _call(self.ipr.link, "set", index=index, failure=f"Cannot set {iface.name} up", **settings)
-        if iface.ipv6auto and not was_up:
-            write_sysctl(f"net.ipv6.conf.{iface.name}.accept_ra", "2")
-            write_sysctl(f"net.ipv6.conf.{iface.name}.autoconf", "1")
-        add, delete = address_changes(iface, [(a.address, a.prefixlen) for a in self.addresses(index)])
-        for item in add:
-            _call(
-                self.ipr.addr,
-                "add",
-                index=index,
-                address=str(norm_ip(item.address)),
-                prefixlen=item.prefixlen,
-                family=FAMILY[version_of(item.address)],
-                ignore=(errno.EEXIST,),
-                failure=f"Cannot add {item.address}/{item.prefixlen} to {iface.name}",
-            )
-        return delete
+        if mtu:
+            settings["mtu"] = mtu
+        _call(self.ipr.link, "set", index=index, failure=failure, **settings)
 
-    def apply(self, iface: Interface, index: int, dad_timeout: float = DAD_TIMEOUT) -> list[str]:
-        """Bring a link to its definition: up + MTU, addresses, DAD, routes, rules; return the problems."""
-        delete = self.prime(iface, index)
-        problems = self.wait_dad(index, [a.key[0] for a in iface.addresses if a.managed], dad_timeout)
-        for address, prefixlen in delete:
-            _call(
-                self.ipr.addr,
-                "del",
-                index=index,
-                address=address,
-                prefixlen=prefixlen,
-                family=FAMILY[version_of(address)],
-                ignore=(errno.EADDRNOTAVAIL,),
-            )
-        problems += self._apply_routes(iface, index)
-        if iface.if_type == VIP:
-            problems += self._apply_rules(iface)
-        return problems
+    def add_address(self, index: int, address: str, prefixlen: int, failure: str) -> None:
+        """Add an address (present already: fine); IPv6 DAD starts."""
+        _call(
+            self.ipr.addr,
+            "add",
+            index=index,
+            address=str(norm_ip(address)),
+            prefixlen=prefixlen,
+            family=family_of(address),
+            ignore=(errno.EEXIST,),
+            failure=failure,
+        )
+
+    def del_address(self, index: int, address: str, prefixlen: int) -> None:
+        """Remove an address (gone already: fine)."""
+        _call(
+            self.ipr.addr,
+            "del",
+            index=index,
+            address=address,
+            prefixlen=prefixlen,
+            family=family_of(address),
+            ignore=(errno.EADDRNOTAVAIL,),
+        )
+
+    def add_route(
+        self,
+        dst: str,
+        index: int,
+        *,
+        gateway: str | None = None,
+        prefsrc: str | None = None,
+        table: int = MAIN_TABLE,
+        onlink: bool = False,
+        scope_link: bool = False,
+    ) -> None:
+        """Add a static route (present already: fine); EINVAL while the link settles is retried."""
+        args: dict[str, Any] = {
+            "dst": dst,
+            "oif": index,
+            "proto": RTPROT_STATIC,
+            "family": family_of(dst),
+            "table": table,
+        }
+        if gateway:
+            args["gateway"] = norm_ip(gateway)
+        if onlink:
+            args["flags"] = RTNH_F_ONLINK
+        if scope_link and args["family"] == socket.AF_INET:
+            args["scope"] = RT_SCOPE_LINK
+        if prefsrc:
+            args["prefsrc"] = norm_ip(prefsrc)
+        for _ in range(EINVAL_RETRIES):
+            try:
+                _call(self.ipr.route, "add", ignore=(errno.EEXIST,), **args)
+                return
+            except Exception as exc:
+                if _code(exc) != errno.EINVAL:
+                    raise
+                time.sleep(0.1)
+        self.ipr.route("add", **args)
+
+    def del_route(self, key: RouteKey, index: int) -> None:
+        """Remove one route of a link."""
+        dst, gateway, prefsrc, table = key
+        self.ipr.route(
+            "del", dst=dst, gateway=gateway, prefsrc=prefsrc, table=table, oif=index, family=family_of(dst)
+        )
+
+    def add_rule(self, table: int, src: str, src_len: int) -> None:
+        """Add a source rule (present already: fine)."""
+        _call(
+            self.ipr.rule,
+            "add",
+            table=table,
+            src=norm_ip(src),
+            src_len=src_len,
+            family=family_of(src),
+            ignore=(errno.EEXIST,),
+        )
+
+    def del_rule(self, key: RuleKey) -> None:
+        """Remove one source rule."""
+        table, src, src_len = key
+        self.ipr.rule("del", table=table, src=src, src_len=src_len, family=family_of(src))
 
     def wait_dad(self, index: int, addresses: Iterable[str], timeout: float) -> list[str]:
         """Wait until none of ``addresses`` is tentative (IPv6 DAD); report failed or slow ones."""
@@ -298,70 +351,3 @@ class Netlink:
                 return [f"addresses still tentative after {timeout:g} s"]
             time.sleep(DAD_POLL)
         return []
-
-    def _apply_routes(self, iface: Interface, index: int) -> list[str]:
-        problems = []
-        add, delete = route_changes(iface, self.static_routes(index))
-        for route in add:
-            try:
-                self._add_route(route, index)
-            except Exception as exc:  # a tenant's host route may be invalid: log it, keep going
-                problems.append(f"route {route.to_json()}: {exc}")
-        for dst, gateway, prefsrc, table in delete:
-            family = FAMILY[version_of(dst)]
-            try:
-                self.ipr.route(
-                    "del", dst=dst, gateway=gateway, prefsrc=prefsrc, table=table, oif=index, family=family
-                )
-            except Exception as exc:  # already gone
-                problems.append(f"stale route {dst}: {exc}")
-        return problems
-
-    def _add_route(self, route: Route, index: int) -> None:
-        args: dict[str, Any] = {
-            "dst": route.key[0],
-            "oif": index,
-            "proto": RTPROT_STATIC,
-            "family": FAMILY[version_of(route.dst)],
-            "table": route.table or 254,
-        }
-        if route.gateway:
-            args["gateway"] = norm_ip(route.gateway)
-        if route.onlink:
-            args["flags"] = RTNH_F_ONLINK
-        if route.scope_link and args["family"] == socket.AF_INET:
-            args["scope"] = RT_SCOPE_LINK
-        if route.prefsrc:
-            args["prefsrc"] = norm_ip(route.prefsrc)
-        for _ in range(EINVAL_RETRIES):
-            try:
-                _call(self.ipr.route, "add", ignore=(errno.EEXIST,), **args)
-                return
-            except Exception as exc:
-                if _code(exc) != errno.EINVAL:
-                    raise
-                time.sleep(0.1)
-        self.ipr.route("add", **args)
-
-    def _apply_rules(self, iface: Interface) -> list[str]:
-        problems = []
-        add, delete = rule_changes(iface, self.source_rules())
-        for rule in add:
-            try:
-                _call(
-                    self.ipr.rule,
-                    "add",
-                    table=rule.table,
-                    src=norm_ip(rule.src),
-                    src_len=rule.src_len,
-                    family=FAMILY[version_of(rule.src)],
-                    ignore=(errno.EEXIST,),
-                )
-            except Exception as exc:
-                problems.append(f"rule from {rule.src}: {exc}")
-        for table, src, src_len in delete:
-            try:
-                self.ipr.rule("del", table=table, src=src, src_len=src_len, family=FAMILY[version_of(src)])
-            except Exception as exc:
-                problems.append(f"stale rule from {src}: {exc}")
-        return problems

@@ -1,0 +1,1 @@
+"""Health: the heartbeat sender, its codec and targets, and the stats sources it samples."""

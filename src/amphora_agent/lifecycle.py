@@ -1,0 +1,47 @@
+"""The one shape of every supervised unit (haproxy per load balancer, keepalived for VRRP and LVS).
+
+A config is staged beside its destination, checked by the unit's own program, then either committed or
+kept as ``<name>.new-failed`` for debugging: a rejected config never replaces a good one. The
+supervisor starts a unit only when no API call holds its lock and it still should run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from amphora_agent.system import files
+
+T = TypeVar("T")
+
+
+def stage_check_commit(
+    data: bytes, target: Path, mode: int, check: Callable[[Path], T], suffix: str = ".new"
+) -> T:
+    """Write ``target<suffix>``, run ``check`` on it, then move it onto ``target`` or to ``...-failed``."""
+    staged = target.with_name(target.name + suffix)
+    files.atomic_write(staged, data, mode)
+    try:
+        result = check(staged)
+    except BaseException:
+        files.move(staged, target.with_name(staged.name + "-failed"))
+        raise
+    files.move(staged, target)
+    return result
+
+
+def start_if_wanted(
+    lock: threading.Lock, should_start: Callable[[], bool], start: Callable[[], None]
+) -> bool:
+    """Start a unit unless an API call is working on it or it no longer should start; True if it did."""
+    if not lock.acquire(blocking=False):
+        return False  # an API call is working on it right now
+    try:
+        if not should_start():
+            return False
+        start()
+        return True
+    finally:
+        lock.release()

@@ -1,0 +1,1 @@
+"""Load balancers: one haproxy per load balancer, its stored config, tenant certificates."""

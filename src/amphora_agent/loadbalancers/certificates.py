@@ -1,0 +1,72 @@
+"""Tenant TLS material under ``base_cert_dir/<lb_id>/``, and the agent's own server certificate."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import ssl
+import threading
+from pathlib import Path
+
+from amphora_agent import tls, validation
+from amphora_agent.errors import NotFound
+from amphora_agent.layout import Layout
+from amphora_agent.loadbalancers.service import LockTable
+from amphora_agent.system import files
+
+LOG = logging.getLogger(__name__)
+
+
+class TenantCertificates:
+    """PUT, md5 and DELETE of the PEM files haproxy configs refer to by absolute path."""
+
+    def __init__(self, layout: Layout, locks: LockTable) -> None:
+        self.layout = layout
+        self.locks = locks
+
+    def _path(self, lb_id: str, name: str) -> Path:
+        validation.object_id(lb_id, "loadbalancer")
+        validation.pem_name(name)
+        return self.layout.cert_dir(lb_id) / name
+
+    def put(self, lb_id: str, name: str, body: bytes) -> None:
+        """Validate and store one PEM (0600, atomically)."""
+        path = self._path(lb_id, name)
+        tls.check_tenant_pem(body)
+        with self.locks(lb_id):
+            files.atomic_write(path, body, files.PRIVATE)
+
+    def md5(self, lb_id: str, name: str) -> str:
+        """The md5 of the stored bytes, which the controller compares before uploading."""
+        path = self._path(lb_id, name)
+        try:
+            return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        except FileNotFoundError as exc:
+            raise NotFound("Certificate Not Found", f"No certificate with filename: {name}") from exc
+
+    def delete(self, lb_id: str, name: str) -> None:
+        """Remove one PEM; removing a missing one is fine (the controller ignores 404 anyway)."""
+        path = self._path(lb_id, name)
+        with self.locks(lb_id):
+            files.remove(path)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # drop the folder once it is empty
+
+
+class ServerCertificate:
+    """The agent's own certificate: replaced on disk and on the live TLS context, no restart."""
+
+    def __init__(self, path: Path, context: ssl.SSLContext | None) -> None:
+        self.path = path
+        self.context = context
+        self._lock = threading.Lock()  # the context reads cert and key in two opens: no write between
+
+    def rotate(self, body: bytes) -> None:
+        """Validate (certificate + matching key), write atomically, present it on new handshakes."""
+        tls.check_server_pem(body)
+        with self._lock:
+            files.atomic_write(self.path, body, files.PRIVATE)
+            if self.context is not None:
+                self.context.load_cert_chain(str(self.path))
+        LOG.info("server certificate rotated")

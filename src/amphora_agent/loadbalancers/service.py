@@ -1,0 +1,298 @@
+"""Load balancers: one haproxy process per load balancer, its stored config, actions and listeners.
+
+Every operation on one load balancer holds that load balancer's lock, so the controller's re-sent
+requests and the supervisor never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from amphora_agent import lifecycle, validation
+from amphora_agent.errors import CommandFailed, ConfigRejected, InvalidInput, NotFound
+from amphora_agent.layout import Layout
+from amphora_agent.loadbalancers import haproxy_config
+from amphora_agent.settings import ACTIVE_STANDBY, LiveSettings
+from amphora_agent.system import announce, files, haproxy, netns
+
+LOG = logging.getLogger(__name__)
+STARTED = "Configuration file is valid\nhaproxy daemon for {} started"
+PEER_FILE = "peer-name"
+
+
+# A row's status in ``GET /1.0/listeners``: haproxy rows are ACTIVE or STOPPED; LVS rows ACTIVE, OFFLINE
+# (should not run) or ERROR (should run and does not, or no IPVS in the kernel).
+ListenerState = Literal["ACTIVE", "STOPPED", "OFFLINE", "ERROR"]
+
+
+@dataclass(frozen=True)
+class ListenerStatus:
+    """One row of ``GET /1.0/listeners``."""
+
+    status: ListenerState  # ACTIVE while haproxy runs, STOPPED otherwise
+    uuid: str
+    type: str
+
+
+class LockTable:
+    """One lock per object id, created on first use."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, key: str) -> threading.Lock:
+        """The lock of ``key``."""
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+def user_group_text(group_names: Callable[[], set[str]] | None = None) -> bytes:
+    """The image's user-group file: ``group haproxy`` where that group exists, else ``nogroup``."""
+    import grp
+
+    names = group_names() if group_names else {g.gr_name for g in grp.getgrall()}
+    group = "haproxy" if "haproxy" in names and "nogroup" not in names else "nogroup"
+    return f"global\n    group {group}\n".encode()
+
+
+class LoadBalancers:
+    """The haproxy side of the API, as plain values in and data out."""
+
+    def __init__(self, settings: LiveSettings, layout: Layout, locks: LockTable | None = None):
+        self._settings = settings
+        self.layout = layout
+        self.locks = locks or LockTable()
+
+    # -- setup -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the base folders and the user-group file haproxy is always run with."""
+        files.ensure_dir(self.layout.base)
+        files.ensure_dir(self.layout.certs)
+        if not self.layout.user_group.exists():
+            files.atomic_write(self.layout.user_group, user_group_text(), files.PUBLIC)
+
+    @property
+    def netns(self) -> str:
+        """The namespace haproxy runs in."""
+        return self._settings.current.network_namespace
+
+    def instance(self, lb_id: str, config: Path | None = None) -> haproxy.Instance:
+        """How this load balancer's haproxy is checked and run."""
+        return haproxy.Instance(
+            cmd=self._settings.current.haproxy_cmd,
+            config=config or self.layout.haproxy_cfg(lb_id),
+            user_group=self.layout.user_group,
+            pid_file=self.layout.pid_file(lb_id),
+            master_socket=self.layout.master_socket(lb_id),
+            peer_name=self._peer_name(lb_id),
+            netns=self.netns,
+        )
+
+    def _peer_name(self, lb_id: str) -> str:
+        try:
+            return (self.layout.lb_dir(lb_id) / PEER_FILE).read_text().strip()
+        except OSError:
+            return haproxy_config.peer_name(self._settings.current.amphora_id or lb_id)
+
+    # -- state ------------------------------------------------------------------------------
+    def exists(self, lb_id: str) -> bool:
+        """Whether a config is stored for ``lb_id``."""
+        return self.layout.haproxy_cfg(lb_id).is_file()
+
+    def master_pid(self, lb_id: str) -> int | None:
+        """The live haproxy master of ``lb_id``, or None."""
+        pid = haproxy.read_pid(self.layout.pid_file(lb_id))
+        return pid if haproxy.is_running(pid, str(self.layout.haproxy_cfg(lb_id))) else None
+
+    def is_running(self, lb_id: str) -> bool:
+        """Whether haproxy runs for ``lb_id``."""
+        return self.master_pid(lb_id) is not None
+
+    def wants_running(self, lb_id: str) -> bool:
+        """Whether ``lb_id`` was last started (and not stopped): the supervisor keeps it running."""
+        return self.layout.desired_running(lb_id).exists()
+
+    def _require(self, lb_id: str) -> None:
+        if not self.exists(lb_id):
+            raise NotFound("Loadbalancer Not Found", f"No loadbalancer with UUID: {lb_id}")
+
+    # -- config -----------------------------------------------------------------------------
+    def put_config(self, amphora_id: str, lb_id: str, body: bytes) -> None:
+        """Check an uploaded haproxy.cfg with ``haproxy -c`` and store it; nothing is (re)started."""
+        validation.object_id(amphora_id, "amphora")
+        validation.object_id(lb_id, "loadbalancer")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput("Invalid request", f"the configuration is not UTF-8: {exc}") from exc
+        line = haproxy_config.find_control_bytes(text)
+        if line is not None:
+            raise InvalidInput("Invalid request", f"control character on line {line}")
+        data = haproxy_config.strip_group_lines(text).encode("utf-8")
+        peer = haproxy_config.peer_name(amphora_id)
+
+        def check(staged: Path) -> None:
+            try:
+                haproxy.check(self.instance(lb_id), config=staged)
+            except CommandFailed as exc:
+                raise ConfigRejected("Invalid request", exc.details) from exc
+
+        with self.locks(lb_id):
+            lb_dir = files.ensure_dir(self.layout.lb_dir(lb_id))
+            peer_file = lb_dir / PEER_FILE
+            if not peer_file.is_file() or peer_file.read_text().strip() != peer:  # spare an fsync
+                files.atomic_write(peer_file, peer.encode(), files.PUBLIC)
+            lifecycle.stage_check_commit(data, self.layout.haproxy_cfg(lb_id), files.PRIVATE, check)
+
+    def get_config(self, lb_id: str) -> bytes:
+        """The stored config."""
+        validation.object_id(lb_id, "loadbalancer")
+        try:
+            return self.layout.haproxy_cfg(lb_id).read_bytes()
+        except FileNotFoundError:
+            self._require(lb_id)
+            raise
+
+    # -- actions ----------------------------------------------------------------------------
+    def act(self, lb_id: str, action: str) -> str:
+        """start, stop or reload; returns the ``details`` of the 202 the controller expects."""
+        action = validation.action(action)
+        validation.object_id(lb_id, "loadbalancer")
+        self._require(lb_id)
+        with self.locks(lb_id):
+            if action == "stop":
+                self._stop(lb_id)
+                return f"Listener {lb_id} stoped"
+            files.atomic_write(self.layout.desired_running(lb_id), b"", files.PUBLIC)
+            pid = self.master_pid(lb_id)
+            details = STARTED.format(lb_id)
+            if pid is None:
+                self._start(lb_id)
+            elif action == "reload":
+                self._reload(lb_id, pid)
+                details = f"Listener {lb_id} reloaded"
+        self._announce(lb_id)
+        return details
+
+    def _announce(self, lb_id: str) -> None:
+        """Gratuitous ARP / unsolicited NA for the bind addresses; keepalived does it in ACTIVE_STANDBY."""
+        if self._settings.current.loadbalancer_topology == ACTIVE_STANDBY:
+            return
+        try:
+            config = haproxy_config.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
+        except OSError as exc:  # deleted meanwhile
+            LOG.info("no announcement for %s: %s", lb_id, exc)
+            return
+        binds = tuple(bind for frontend in config.frontends for bind in frontend.binds)
+        for error in announce.announce_in(self.netns, haproxy_config.bind_addresses(binds)):
+            LOG.info("announcement for %s skipped: %s", lb_id, error)
+
+    def _start(self, lb_id: str) -> None:
+        netns.ensure(self.netns)
+        stray = haproxy.masters_by_config(self.layout.base).get(self.layout.haproxy_cfg(lb_id))
+        if stray is not None:  # its pid file went behind our back: two masters would share the ports
+            LOG.warning("haproxy for %s (master %d) ran without its pid file: stopped it first", lb_id, stray)
+            haproxy.stop(stray)
+        state = haproxy.start(self.instance(lb_id))
+        LOG.info("haproxy for %s started (master %d)", lb_id, state.master_pid)
+
+    def _reload(self, lb_id: str, pid: int) -> None:
+        config = haproxy_config.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
+        socket = Path(config.stats_socket) if config.stats_socket else None
+        state_file = Path(config.server_state_file or self.layout.servers_state(lb_id))
+        if socket is None or not haproxy.save_server_state(socket, state_file):
+            LOG.warning("could not save the servers state of %s before reloading", lb_id)
+        haproxy.reload(self.instance(lb_id), pid)
+        LOG.info("haproxy for %s reloaded", lb_id)
+
+    def _stop(self, lb_id: str) -> None:
+        files.remove(self.layout.desired_running(lb_id))
+        pid = self.master_pid(lb_id)
+        if pid is not None:
+            haproxy.stop(pid)
+            LOG.info("haproxy for %s stopped", lb_id)
+        files.remove(self.layout.pid_file(lb_id))
+
+    def delete(self, lb_id: str) -> None:
+        """Stop haproxy and remove the config, certificates, sockets and state (absent is fine)."""
+        validation.object_id(lb_id, "listener")
+        with self.locks(lb_id):
+            try:
+                config = haproxy_config.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
+            except OSError:  # never stored, deleted already, or removed behind our back
+                self._delete_remains(lb_id)
+                return
+            self._stop(lb_id)
+            files.remove(self.layout.stats_socket(lb_id))
+            if config.stats_socket:
+                files.remove(Path(config.stats_socket))
+            files.remove_tree(self.layout.cert_dir(lb_id))
+            files.remove_tree(self.layout.lb_dir(lb_id))
+            LOG.info("load balancer %s deleted", lb_id)
+
+    def _delete_remains(self, lb_id: str) -> None:
+        """Delete what is left of a load balancer whose config is gone: its haproxy and its folder."""
+        pid = self.master_pid(lb_id) or haproxy.masters_by_config(self.layout.base).get(
+            self.layout.haproxy_cfg(lb_id)
+        )
+        if pid is None and not self.layout.lb_dir(lb_id).exists():
+            return  # nothing here: deleting is a no-op (tenant certificates uploaded first are kept)
+        if pid is not None:
+            haproxy.stop(pid)
+        files.remove(self.layout.stats_socket(lb_id))
+        files.remove_tree(self.layout.cert_dir(lb_id))
+        files.remove_tree(self.layout.lb_dir(lb_id))
+        LOG.warning(
+            "load balancer %s deleted (its configuration had been removed; haproxy pid %s)", lb_id, pid
+        )
+
+    def orphans(self) -> dict[str, str]:
+        """Load balancers whose config was removed behind the agent's back: id -> what is left of them."""
+        stored = set(self.layout.lb_ids())
+        found = {}
+        for config, pid in haproxy.masters_by_config(self.layout.base).items():
+            lb_id = config.parent.name
+            if config == self.layout.haproxy_cfg(lb_id) and lb_id not in stored:
+                found[lb_id] = f"its haproxy (master {pid}) still runs, unsupervised"
+        for marker in self.layout.base.glob(
+            str(self.layout.desired_running("*").relative_to(self.layout.base))
+        ):
+            lb_id = marker.parent.name
+            if lb_id not in stored and lb_id not in found:
+                found[lb_id] = "it should run, but cannot be started"
+        return found
+
+    def ensure_running(self, lb_id: str) -> bool:
+        """Start ``lb_id`` if it should run and does not; return whether it started it."""
+        return lifecycle.start_if_wanted(
+            self.locks(lb_id),
+            lambda: self.wants_running(lb_id) and not self.is_running(lb_id) and self.exists(lb_id),
+            lambda: self._start(lb_id),
+        )
+
+    # -- listeners --------------------------------------------------------------------------
+    def listeners(self) -> list[ListenerStatus]:
+        """Every listener of every stored config, ACTIVE while its haproxy runs."""
+        rows: list[ListenerStatus] = []
+        for lb_id in self.layout.lb_ids():
+            try:
+                config = haproxy_config.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
+            except OSError:
+                continue  # removed behind our back between listing and reading
+            status: ListenerState = "ACTIVE" if self.is_running(lb_id) else "STOPPED"
+            rows.extend(
+                ListenerStatus(status, f.id, f.type)
+                for f in config.frontends
+                if f.id != haproxy_config.PROMETHEUS_FRONTEND
+            )
+        return rows
+
+    def running_count(self) -> int:
+        """How many load balancers have a live haproxy."""
+        return sum(1 for lb_id in self.layout.lb_ids() if self.is_running(lb_id))

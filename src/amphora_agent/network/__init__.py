@@ -1,0 +1,1 @@
+"""Plugging the VIP and member networks: pure plans, interface definitions, applying them, nftables."""

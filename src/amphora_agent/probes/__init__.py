@@ -1,0 +1,1 @@
+"""Small standard-library scripts keepalived runs by path (health checks)."""
