@@ -2,17 +2,25 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap test lint demo bench clean
+.PHONY: bootstrap test lint demo bench clean image vm-image
 
 bootstrap:
 	./scripts/bootstrap.sh
 
 lint: bootstrap
-	.venv/bin/ruff check src lab tests bench scripts
-	.venv/bin/ruff format --check src lab tests bench scripts
+	.venv/bin/ruff check src lab image tests bench scripts
+	.venv/bin/ruff format --check src lab image tests bench scripts
 	.venv/bin/mypy
 
-test: lint
+# The amphora image for Glance (qcow2) and the raw disk the VM tests boot (docs/image.md).
+image: bootstrap
+	./image/build.sh
+
+# The test build (+ qemu-guest-agent) the VM tests boot; skipped when its input hash is current.
+vm-image: bootstrap
+	./image/build.sh --test
+
+test: lint vm-image
 	$(PY) -m pytest -p no:cacheprovider --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 demo: bootstrap

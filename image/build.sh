@@ -109,6 +109,7 @@ mmdebstrap --quiet --variant=apt --mode=root --format=directory \
   --customize-hook="cp -r '$WORK/wheels' \"\$1/tmp/wheels\"" \
   --customize-hook="cp '$HERE/customize.sh' \"\$1/tmp/customize.sh\"" \
   --customize-hook="chroot \"\$1\" /bin/sh /tmp/customize.sh '$variant' '$ROOT_UUID'" \
+  --customize-hook="chroot \"\$1\" dpkg-query -W -f='\${Package} \${Version}\n' > '$WORK/packages.txt'" \
   bookworm "$TREE" - < "$sources"
 
 # 3. The disk: MBR + syslinux on a FAT boot partition (no mount, no loop device), ext4 root.
@@ -152,6 +153,7 @@ if [ "$qcow2" = 1 ]; then
   qemu-img convert -c -m 2 -O qcow2 "$RAW" "$WORK/disk.qcow2"
   mv "$WORK/disk.qcow2" "$QCOW2"
 fi
+mv "$WORK/packages.txt" "$OUT/$NAME.packages"  # the manifest: what is inside, for operators and the bench
 echo "$hash" > "$STAMP"
 log "done: $RAW$([ "$qcow2" = 1 ] && echo " $QCOW2")"
 [ "$print_path" = 1 ] && echo "$RAW"

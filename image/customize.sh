@@ -25,7 +25,9 @@ systemctl -q enable systemd-networkd.service rsyslog.service \
 for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer; do
   systemctl -q disable "$unit" 2>/dev/null || true
 done
-systemctl -q mask getty@tty1.service
+# no password and no sshd: text consoles serve nobody (the serial console still shows the boot)
+systemctl -q mask getty@tty1.service getty-static.service
+systemctl -q set-default multi-user.target
 
 echo "UUID=$root_uuid / ext4 defaults,noatime,errors=remount-ro 0 1" > /etc/fstab
 echo amphora > /etc/hostname

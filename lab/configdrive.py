@@ -70,7 +70,7 @@ def _ruleset(name: str, hosts: Sequence[LogTarget], opts: LogOptions) -> str:
             f'         action.resumeInterval="{opts.retry_interval}"\n'
             "         "
         )
-        text += ')' if n == 0 else 'action.execOnlyWhenPreviousIsSuspended="on")'
+        text += ")" if n == 0 else 'action.execOnlyWhenPreviousIsSuspended="on")'
     return text + "\n}"
 
 

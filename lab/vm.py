@@ -174,8 +174,10 @@ class GuestAgent:
         def answered() -> bool:
             self._sync_id += 1
             try:
-                return bool(self._call({"execute": "guest-sync", "arguments": {"id": self._sync_id}}, 2.0)
-                            == self._sync_id)
+                return bool(
+                    self._call({"execute": "guest-sync", "arguments": {"id": self._sync_id}}, 2.0)
+                    == self._sync_id
+                )
             except (OSError, ValueError, RuntimeError):
                 self._reset()
                 return False
@@ -186,7 +188,10 @@ class GuestAgent:
         """Run ``argv`` in the guest; (exit code, stdout + stderr)."""
         self.sync(timeout)
         pid = self._call(
-            {"execute": "guest-exec", "arguments": {"path": argv[0], "arg": argv[1:], "capture-output": True}},
+            {
+                "execute": "guest-exec",
+                "arguments": {"path": argv[0], "arg": argv[1:], "capture-output": True},
+            },
             10.0,
         )["pid"]
 
@@ -222,7 +227,9 @@ class VmLab:
     def create(self) -> VmLab:
         """Namespace, bridge, veth to the caller, dnsmasq; undone by ``destroy``."""
         if not in_private_netns():
-            raise RuntimeError("VmLab needs the caller in a private network namespace (this one has a default route)")
+            raise RuntimeError(
+                "VmLab needs the caller in a private network namespace (this one has a default route)"
+            )
         run(["ip", "netns", "add", self.name])
         self.created = True
         ns = self.name
@@ -307,7 +314,8 @@ class Vm:
         """The qemu command line (machine type pc like Nova's default, IDE cdrom for the drive)."""
         accel = accelerator()
         argv = [
-            "qemu-system-x86_64", "-machine", f"pc,accel={accel}", "-cpu", "host" if accel == "kvm" else "max",
+            "qemu-system-x86_64", "-machine", f"pc,accel={accel}",
+            "-cpu", "host" if accel == "kvm" else "max",
             "-m", str(MEMORY_MIB), "-smp", str(CPUS), "-nodefaults", "-no-user-config", "-display", "none",
             "-serial", f"file:{self.serial_log}", "-qmp", f"unix:{self.dir / 'qmp.sock'},server=on,wait=off",
             "-drive", f"file={self.dir / 'disk.qcow2'},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
@@ -319,7 +327,8 @@ class Vm:
         if self.guest_agent:
             argv += [
                 "-chardev", f"socket,path={self.dir / 'qga.sock'},server=on,wait=off,id=qga0",
-                "-device", "virtio-serial", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+                "-device", "virtio-serial",
+                "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
             ]  # fmt: skip
         return argv
 
@@ -327,7 +336,20 @@ class Vm:
         """Make the overlay and start qemu in the lab's namespace (returns at once)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         overlay = self.dir / "disk.qcow2"
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image.resolve()), "-F", "raw", str(overlay)])
+        run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                str(self.image.resolve()),
+                "-F",
+                "raw",
+                str(overlay),
+            ]
+        )
         tap = self.lab.tap(f"tap-{self.name}"[:15])
         log = (self.dir / "qemu.log").open("wb")
         self.started_at = time.monotonic()

@@ -1,0 +1,28 @@
+"""The deprecated ``user_data_config_drive`` form: the same four files as cloud-init write_files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab import configdrive as cd
+from lab import vm
+from tests.vm.conftest import AMPHORA_ID, Controller, boot_amphora
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
+
+
+def test_user_data_form_provisions_the_agent(
+    vm_image: Path, lab_net: tuple[vm.VmLab, Controller], fixtures_dir: Path
+) -> None:
+    """Booted with write_files user_data only, the agent answers and the files match, unescaped."""
+    net, controller = lab_net
+    with boot_amphora(net, vm_image, controller, fixtures_dir, user_data_form=True, name="userdata") as amp:
+        with controller.client(amp.address) as api:
+            assert api.info().get("uuid") in (AMPHORA_ID, None)
+        # quotes, not the &#34; the controller's template put there; YAML's block adds the final newline
+        assert amp.guest("cat", cd.RSYSLOG_CONF) == amp.files[cd.RSYSLOG_CONF] + "\n"
+        assert amp.guest("cat", cd.AGENT_CONF) == amp.files[cd.AGENT_CONF]
+        assert amp.guest("stat", "-c", "%a", cd.SERVER_PEM).strip() == "600"
+        assert "&#34;" in cd.render_user_data(amp.files)  # the controller did escape them
