@@ -4,7 +4,9 @@
 #
 #   image/build.sh            build/amphora-<version>.raw and build/amphora-<version>.qcow2
 #   image/build.sh --test     build/amphora-<version>-test.raw (+ qemu-guest-agent), no qcow2
-#   options: --qcow2 / --no-qcow2, --force (ignore the cache), --print-path (only print the raw path)
+#   options: --qcow2 / --no-qcow2, --force (ignore the cache), --print-path (only print the raw path),
+#            --check (exit 3 instead of building when the image is not current: the test suite runs
+#            without a network, so `make test` builds before pytest)
 #
 # A build is skipped when build/<name>.inputs holds the hash of every input (src/, image/,
 # pyproject.toml, README.md, the variant): `make test` calls this on every run for free.
@@ -18,6 +20,7 @@ variant=production
 qcow2=1
 force=0
 print_path=0
+check=0
 for arg in "$@"; do
   case "$arg" in
     --test) variant=test; qcow2=0 ;;
@@ -25,6 +28,7 @@ for arg in "$@"; do
     --no-qcow2) qcow2=0 ;;
     --force) force=1 ;;
     --print-path) print_path=1 ;;
+    --check) check=1 ;;
     *) echo "image/build.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +64,10 @@ done_already() {
 if done_already; then
   [ "$print_path" = 1 ] && echo "$RAW" || echo "image: $RAW is current (inputs $hash)"
   exit 0
+fi
+if [ "$check" = 1 ]; then
+  echo "image: $RAW is missing or older than its inputs: run make vm-image (or image/build.sh --test)" >&2
+  exit 3
 fi
 [ "$(id -u)" = 0 ] || { echo "image/build.sh: needs root (mmdebstrap, chroot)" >&2; exit 1; }
 for tool in mmdebstrap mkfs.ext4 mkfs.vfat mcopy syslinux sfdisk qemu-img; do

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ PREFIX = 24
 DHCP_RANGE = ("198.51.100.100", "198.51.100.199")
 MEMORY_MIB = 1024
 CPUS = 2
+_labs = itertools.count(1)
 
 
 def run(argv: list[str], netns: str | None = None, timeout: float = 30.0) -> str:
@@ -215,9 +217,10 @@ class VmLab:
     """The management network: a namespace with a bridge, dnsmasq, and a veth to the caller."""
 
     workdir: Path
-    name: str = field(default_factory=lambda: f"ampvm-{os.getpid()}")
+    name: str = field(default_factory=lambda: f"ampvm-{os.getpid()}-{next(_labs)}")
     dnsmasq_pid: int | None = None
     created: bool = False
+    peer: str = ""
 
     @property
     def leases(self) -> Path:
@@ -237,7 +240,7 @@ class VmLab:
         run(["ip", "link", "add", "br0", "type", "bridge"], ns)
         run(["ip", "address", "add", f"{LAB_ADDRESS}/{PREFIX}", "dev", "br0"], ns)
         run(["ip", "link", "set", "br0", "up"], ns)
-        peer = f"vml{os.getpid() % 100000}"
+        peer = self.peer = f"vml{os.getpid() % 100000}-{self.name.rsplit('-', 1)[-1]}"[:15]
         run(["ip", "link", "add", peer, "type", "veth", "peer", "name", "uplink", "netns", ns])
         run(["ip", "link", "set", "uplink", "master", "br0", "up"], ns)
         run(["ip", "address", "add", f"{CALLER_ADDRESS}/{PREFIX}", "dev", peer])
@@ -280,6 +283,10 @@ class VmLab:
         if self.dnsmasq_pid is not None:
             kill_pid(self.dnsmasq_pid)
             self.dnsmasq_pid = None
+        if self.peer:
+            with contextlib.suppress(RuntimeError):
+                run(["ip", "link", "delete", self.peer])
+            self.peer = ""
         if self.created:
             with contextlib.suppress(RuntimeError):
                 run(["ip", "netns", "delete", self.name])
