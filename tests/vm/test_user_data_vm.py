@@ -21,8 +21,8 @@ def test_user_data_form_provisions_the_agent(
     with boot_amphora(net, vm_image, controller, fixtures_dir, user_data_form=True, name="userdata") as amp:
         with controller.client(amp.address) as api:
             assert api.info().get("uuid") in (AMPHORA_ID, None)
-        # quotes, not the &#34; the controller's template put there; YAML's block adds the final newline
-        assert amp.guest("cat", cd.RSYSLOG_CONF) == amp.files[cd.RSYSLOG_CONF] + "\n"
-        assert amp.guest("cat", cd.AGENT_CONF) == amp.files[cd.AGENT_CONF]
+        # quotes, not the &#34; the controller's template put there; YAML's block adds a final newline
+        for path in (cd.RSYSLOG_CONF, cd.AGENT_CONF):
+            assert amp.guest("cat", path) == amp.files[path].removesuffix("\n") + "\n"
         assert amp.guest("stat", "-c", "%a", cd.SERVER_PEM).strip() == "600"
         assert "&#34;" in cd.render_user_data(amp.files)  # the controller did escape them
