@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import namespaces
-
 from bench.common import Figure, ms, print_figures
+from lab import namespaces
 
 RUNS = 15
 TARGET = 0.400  # seconds, median of `amphoractl info`

@@ -14,10 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-from lab import namespaces
-from lab.configs import HAPROXY, VIP, Listener, Load, fixed_id, http_get, render_config
-from lab.namespaces import preflight
-
 from amphora_agent.loadbalancers import haproxy_config
 from bench.common import (
     TWO_MEMBERS,
@@ -33,6 +29,9 @@ from bench.common import (
     proc_status,
     start_serving,
 )
+from lab import namespaces
+from lab.configs import HAPROXY, VIP, Listener, Load, fixed_id, http_get, render_config
+from lab.namespaces import preflight
 
 LB_ID = fixed_id("bench/loadbalancer")
 LISTENERS = 10

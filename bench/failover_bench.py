@@ -37,10 +37,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench.common import Figure, loadavg, print_figures
 from lab import namespaces
 from lab.vrrp import FAST_TIMERS, Pair, Prober, Timers, default_fixtures, running_pair
-
-from bench.common import Figure, loadavg, print_figures
 
 TARGET_MEDIAN = 4.0  # seconds, with the controller's default timers
 TARGET_LVS_SHARE = 0.8

@@ -16,13 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import namespaces
-from lab.configs import Listener, Member, fixed_id, render_config
-
 from amphora_agent.health import codec, samples, sender
 from amphora_agent.layout import Layout
 from amphora_agent.system import haproxy
 from bench.common import Figure, loadavg, median_p99, ms, print_figures
+from lab import namespaces
+from lab.configs import Listener, Member, fixed_id, render_config
 
 SIZES = (1, 10, 100)
 MEMBERS = 5

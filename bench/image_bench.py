@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amphora_agent.devcerts import CertificateAuthority
-from lab import configdrive as cd
-from lab import vm
+from lab import configdrive, vm
 
 REPO = Path(__file__).resolve().parents[1]
 AMPHORA_ID = "a46841f0-96d9-4a6c-bfb7-d874eeaabe30"
-FIXTURE_CONF = Path("/work/shared/fixtures/controller/agent/amphora-agent.conf")
+FIXTURE_CONF = REPO / "tests" / "data" / "controller" / "agent" / "amphora-agent.conf"
 CLONE_NEWNET = 0x40000000
 MIB = 1024 * 1024
 
@@ -57,24 +56,23 @@ def build(*args: str) -> float:
 
 
 def fixture_conf() -> str:
-    """The controller's rendered agent config (the shared fixture, else a copy beside the repo)."""
-    for path in (FIXTURE_CONF, REPO.parent / "shared/fixtures/controller/agent/amphora-agent.conf"):
-        if path.is_file():
-            return path.read_text()
-    raise FileNotFoundError("controller fixture agent/amphora-agent.conf")
+    """The controller's rendered agent config (vendored in tests/data/controller)."""
+    return FIXTURE_CONF.read_text()
 
 
 def drive(work: Path, ca: CertificateAuthority, with_agent: bool, name: str) -> Path:
     """A Nova config drive with the controller's files (without the agent config when asked)."""
     files = {
-        cd.SERVER_PEM: ca.issue(AMPHORA_ID, server=True).bundle.decode(),
-        cd.CLIENT_CA: ca.cert_pem.decode(),
-        cd.AGENT_CONF: cd.agent_config(fixture_conf(), [f"{vm.CALLER_ADDRESS}:5555"]),
-        cd.RSYSLOG_CONF: cd.render_rsyslog([cd.LogTarget(vm.CALLER_ADDRESS, 10514)], []),
+        configdrive.SERVER_PEM: ca.issue(AMPHORA_ID, server=True).bundle.decode(),
+        configdrive.CLIENT_CA: ca.cert_pem.decode(),
+        configdrive.AGENT_CONF: configdrive.agent_config(fixture_conf(), [f"{vm.CALLER_ADDRESS}:5555"]),
+        configdrive.RSYSLOG_CONF: configdrive.render_rsyslog(
+            [configdrive.LogTarget(vm.CALLER_ADDRESS, 10514)], []
+        ),
     }
     if not with_agent:
-        del files[cd.AGENT_CONF]
-    return cd.make_iso(cd.write_tree(work / name, files, AMPHORA_ID), work / f"{name}.iso")
+        del files[configdrive.AGENT_CONF]
+    return configdrive.make_iso(configdrive.write_tree(work / name, files, AMPHORA_ID), work / f"{name}.iso")
 
 
 def mtls_answers(address: str, ctx: ssl.SSLContext) -> bool:

@@ -24,9 +24,6 @@ import time
 from pathlib import Path
 
 import httpx
-from lab import namespaces
-from lab.configs import VIP, Listener, Load, fixed_id, render_config
-from lab.namespaces import preflight
 
 from bench.common import (
     TWO_MEMBERS,
@@ -38,6 +35,9 @@ from bench.common import (
     roomy_client_ports,
     start_serving,
 )
+from lab import namespaces
+from lab.configs import VIP, Listener, Load, fixed_id, render_config
+from lab.namespaces import preflight
 
 LB_ID = fixed_id("bench/kill-loadbalancer")
 MEMBERS = TWO_MEMBERS

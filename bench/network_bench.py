@@ -23,11 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import AgentClient, Figure, loadavg, ms, print_figures
 from lab import namespaces
 from lab.configs import CONTROLLER_FIXTURES, Listener, Member, fixed_id, render_config, rss_mib
 from lab.namespaces import preflight
-
-from bench.common import AgentClient, Figure, loadavg, ms, print_figures
 
 REQUESTS = CONTROLLER_FIXTURES / "requests"
 VIP, VIP_MAC, MEMBER_MAC = "198.51.100.10", "fa:16:3e:5a:00:01", "fa:16:3e:a0:00:02"

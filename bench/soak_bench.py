@@ -25,10 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import namespaces
-from lab.configs import VIP, Listener, Load, fixed_id, render_config
-from lab.namespaces import preflight
-
 from bench.common import (
     TWO_MEMBERS,
     AgentClient,
@@ -41,6 +37,9 @@ from bench.common import (
     roomy_client_ports,
     start_serving,
 )
+from lab import namespaces
+from lab.configs import VIP, Listener, Load, fixed_id, render_config
+from lab.namespaces import preflight
 
 LB_ID = fixed_id("bench/soak-loadbalancer")
 MEMBERS = TWO_MEMBERS

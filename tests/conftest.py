@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from lab import namespaces
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "controller"  # rendered by the controller (README)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lab import namespaces
 
 from amphora_agent import settings
 from amphora_agent.api import Services, create_app
@@ -21,6 +20,7 @@ from amphora_agent.layout import Layout
 from amphora_agent.settings import LiveSettings, Settings
 from amphora_agent.system import files, netns
 from amphora_agent.wiring import wire
+from lab import namespaces
 from tests.conftest import FIXTURES
 
 with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what this project installs

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lab import namespaces
 
 from amphora_agent.devcerts import CertificateAuthority
 from amphora_agent.system import files
+from lab import namespaces
 from tests.api.conftest import substitute
 from tests.conftest import FIXTURES
 

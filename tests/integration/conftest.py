@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from lab import namespaces
 
 pytestmark = pytest.mark.integration

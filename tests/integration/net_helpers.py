@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import namespaces
-
 from amphora_agent.system import netns
+from lab import namespaces
 from tests.conftest import FIXTURES
 from tests.integration.helpers import render
 

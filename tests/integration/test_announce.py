@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import namespaces
 
 from amphora_agent.keepalived.lvs import LvsListeners
 from amphora_agent.keepalived.objects import build_keepalived
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers.service import LoadBalancers, LockTable
 from amphora_agent.settings import LiveSettings, Settings, Topology
+from lab import namespaces
 from tests.integration.helpers import SINGLE_HTTP_LB, render
 from tests.integration.net_helpers import Capture
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from lab import namespaces
-from lab.vrrp import keepalived_config
 from typer.testing import CliRunner
 
 from amphora_agent.ctl.app import app
 from amphora_agent.devcerts import CertificateAuthority
+from lab import namespaces
+from lab.vrrp import keepalived_config
 from tests.integration.helpers import SINGLE_HTTP_LB, render
 
 pytestmark = pytest.mark.integration

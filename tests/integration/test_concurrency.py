@@ -7,8 +7,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from lab import namespaces
 
+from lab import namespaces
 from tests.integration.helpers import get
 
 pytestmark = pytest.mark.integration

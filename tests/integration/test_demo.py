@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from lab import demo
 
 pytestmark = pytest.mark.integration

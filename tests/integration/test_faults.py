@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from lab import namespaces
 
 from amphora_agent.health import codec
 from amphora_agent.system import haproxy
+from lab import namespaces
 from tests.integration.helpers import SINGLE_HTTP_LB, SINGLE_HTTP_VIP, get, render, wire_single_http
 
 pytestmark = pytest.mark.integration

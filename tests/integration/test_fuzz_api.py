@@ -28,8 +28,6 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
-from lab import namespaces
-from lab.vrrp import keepalived_config
 from requests.adapters import HTTPAdapter
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -40,6 +38,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from lab import namespaces
+from lab.vrrp import keepalived_config
 from tests import openapi_support
 from tests.integration.helpers import SINGLE_HTTP_LB, SINGLE_HTTP_VIP, render
 

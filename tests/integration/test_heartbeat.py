@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import namespaces
 
 from amphora_agent.health import codec, samples
 from amphora_agent.system import haproxy
+from lab import namespaces
 from tests.integration.helpers import SINGLE_HTTP_LB, render
 
 pytestmark = pytest.mark.integration

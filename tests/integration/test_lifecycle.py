@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lab import namespaces
 
+from lab import namespaces
 from tests.integration.helpers import (
     SINGLE_HTTP_LB,
     SINGLE_HTTP_VIP,

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from lab import namespaces
 
 from amphora_agent.keepalived import config_text
 from amphora_agent.probes import health_checker
+from lab import namespaces
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import namespaces
 
 from amphora_agent.health import codec
+from lab import namespaces
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import namespaces
 
+from lab import namespaces
 from tests.integration.helpers import get, render
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import namespaces
 
 from amphora_agent.network import plans
+from lab import namespaces
 from tests.integration.helpers import SINGLE_HTTP_LB
 from tests.integration.net_helpers import (
     IPV6_LB,

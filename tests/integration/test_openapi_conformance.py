@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from lab import namespaces
 from lab.vrrp import keepalived_config
-
 from tests import openapi_support
 from tests.integration.helpers import SINGLE_HTTP_LB, render
 

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lab import namespaces
 
+from lab import namespaces
 from tests.integration.helpers import (
     SINGLE_HTTP_LB,
     SINGLE_HTTP_VIP,

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from amphora_agent.system.haproxy import is_running, read_pid
 from lab import namespaces
 from lab.vrrp import (
     CLIENT_IP,
@@ -25,8 +27,6 @@ from lab.vrrp import (
     haproxy_config,
     keepalived_config,
 )
-
-from amphora_agent.system.haproxy import is_running, read_pid
 
 pytestmark = pytest.mark.integration
 

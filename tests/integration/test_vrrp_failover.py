@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from lab import namespaces
 from lab.vrrp import Pair, Prober, Timers, running_pair
 

@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from lab import configdrive as cd
+from lab import configdrive
 
 SCRIPT = Path(__file__).resolve().parents[2] / "image" / "configdrive.py"
 
@@ -28,12 +28,12 @@ def _load() -> ModuleType:
 step = _load()
 
 FILES = {
-    cd.SERVER_PEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    configdrive.SERVER_PEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
-    cd.CLIENT_CA: "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n",
-    cd.AGENT_CONF: "[DEFAULT]\ndebug = False\n\n[health_manager]\nheartbeat_key = k&'<>\"\n",
-    cd.RSYSLOG_CONF: cd.render_rsyslog(
-        [cd.LogTarget("198.51.100.2", 10514)], [cd.LogTarget("198.51.100.2", 20514)]
+    configdrive.CLIENT_CA: "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n",
+    configdrive.AGENT_CONF: "[DEFAULT]\ndebug = False\n\n[health_manager]\nheartbeat_key = k&'<>\"\n",
+    configdrive.RSYSLOG_CONF: configdrive.render_rsyslog(
+        [configdrive.LogTarget("198.51.100.2", 10514)], [configdrive.LogTarget("198.51.100.2", 20514)]
     ),
 }
 
@@ -46,7 +46,7 @@ def mode(path: Path) -> int:
 @pytest.mark.parametrize("user_data_form", [False, True])
 def test_both_forms_place_the_same_files_with_safe_modes(tmp_path: Path, user_data_form: bool) -> None:
     """``files`` and ``write_files`` give identical files; keys and /etc/octavia 0600, folders 0700."""
-    drive = cd.write_tree(tmp_path / "drive", FILES, "amp-1", user_data_form=user_data_form)
+    drive = configdrive.write_tree(tmp_path / "drive", FILES, "amp-1", user_data_form=user_data_form)
     root = tmp_path / "root"
     root.mkdir()
     assert step.main(["--drive", str(drive), "--root", str(root)]) == 0
@@ -61,7 +61,7 @@ def test_both_forms_place_the_same_files_with_safe_modes(tmp_path: Path, user_da
 
 def test_every_boot_keeps_what_the_agent_changed_but_restores_what_is_missing(tmp_path: Path) -> None:
     """A config replaced through the API survives a reboot; a deleted file comes back; modes are fixed."""
-    drive = cd.write_tree(tmp_path / "drive", FILES, "amp-1")
+    drive = configdrive.write_tree(tmp_path / "drive", FILES, "amp-1")
     root = tmp_path / "root"
     root.mkdir()
     state = root / "var/lib/amphora-image/config-drive.json"
@@ -70,7 +70,7 @@ def test_every_boot_keeps_what_the_agent_changed_but_restores_what_is_missing(tm
     conf.write_text("[DEFAULT]\n# put by PUT /1.0/config\n")
     conf.chmod(0o644)
     (root / "etc/rsyslog.d/10-rsyslog.conf").unlink()
-    assert step.apply_drive(drive, root, state) == [cd.RSYSLOG_CONF]
+    assert step.apply_drive(drive, root, state) == [configdrive.RSYSLOG_CONF]
     assert conf.read_text() == "[DEFAULT]\n# put by PUT /1.0/config\n"
     assert mode(conf) == 0o600
     assert step.apply_drive(drive, root, state) == []
@@ -82,24 +82,28 @@ def test_a_new_drive_content_is_applied(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     state = root / "state.json"
-    step.apply_drive(cd.write_tree(tmp_path / "d1", FILES, "amp-1"), root, state)
-    changed = dict(FILES, **{cd.AGENT_CONF: "[DEFAULT]\ndebug = True\n"})
-    assert step.apply_drive(cd.write_tree(tmp_path / "d2", changed, "amp-1"), root, state) == [cd.AGENT_CONF]
+    step.apply_drive(configdrive.write_tree(tmp_path / "d1", FILES, "amp-1"), root, state)
+    changed = dict(FILES, **{configdrive.AGENT_CONF: "[DEFAULT]\ndebug = True\n"})
+    assert step.apply_drive(configdrive.write_tree(tmp_path / "d2", changed, "amp-1"), root, state) == [
+        configdrive.AGENT_CONF
+    ]
 
 
 def test_the_controller_user_data_matches_octavia_and_is_read_back() -> None:
     """render_user_data reproduces Octavia's template test; the parser inverts it, escapes included."""
-    text = cd.render_user_data({"/test/config/path": "[DEFAULT]\ndebug = False\n[haproxy_amphora]\n"})
+    text = configdrive.render_user_data(
+        {"/test/config/path": "[DEFAULT]\ndebug = False\n[haproxy_amphora]\n"}
+    )
     assert text == (
-        cd.USER_DATA_HEADER + "write_files:\n-   path: /test/config/path\n    content: |\n"
+        configdrive.USER_DATA_HEADER + "write_files:\n-   path: /test/config/path\n    content: |\n"
         "        [DEFAULT]\n        debug = False\n        [haproxy_amphora]\n\n"
         "runcmd:\n-   systemctl restart rsyslog\n-   service amphora-agent restart\n\ntimezone: UTC"
     )
     assert (
-        cd.render_user_data({})
-        == cd.USER_DATA_HEADER + "\nruncmd:\n-   systemctl restart rsyslog\n\n\ntimezone: UTC"
+        configdrive.render_user_data({})
+        == configdrive.USER_DATA_HEADER + "\nruncmd:\n-   systemctl restart rsyslog\n\n\ntimezone: UTC"
     )
-    items = step.parse_write_files(cd.render_user_data(FILES))
+    items = step.parse_write_files(configdrive.render_user_data(FILES))
     assert [item["path"] for item in items] == list(FILES)
     contents = [step.unescape_markup(item["content"]) for item in items]
     assert contents == [text if text.endswith("\n") else text + "\n" for text in FILES.values()]
@@ -107,14 +111,17 @@ def test_the_controller_user_data_matches_octavia_and_is_read_back() -> None:
 
 def test_rsyslog_rendering_matches_octavia() -> None:
     """Two targets per kind: failover on the second, as Octavia's logging template test expects."""
-    admin = [cd.LogTarget("192.0.2.17", 10514), cd.LogTarget("192.51.100.4", 10514)]
-    tenant = [cd.LogTarget("192.0.2.7", 20514), cd.LogTarget("192.51.100.9", 20514)]
-    text = cd.render_rsyslog(admin, tenant)
+    admin = [configdrive.LogTarget("192.0.2.17", 10514), configdrive.LogTarget("192.51.100.4", 10514)]
+    tenant = [configdrive.LogTarget("192.0.2.7", 20514), configdrive.LogTarget("192.51.100.9", 20514)]
+    text = configdrive.render_rsyslog(admin, tenant)
     assert text.startswith('ruleset(name="tenant_forwarding" queue.type="linkedList" queue.size="10000") {\n')
     assert text.count('action.execOnlyWhenPreviousIsSuspended="on")') == 2
     assert '}\nlocal0.=info call tenant_forwarding\n\nruleset(name="admin_forwarding"' in text
     assert text.endswith('"on")\n}\nlocal1.* call admin_forwarding')
-    assert cd.render_rsyslog([], [], cd.LogOptions(disable_local_log_storage=True)) == "*.* stop"
+    assert (
+        configdrive.render_rsyslog([], [], configdrive.LogOptions(disable_local_log_storage=True))
+        == "*.* stop"
+    )
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,7 @@ import pytest
 
 from amphora_agent.client import AgentClient, Connection, RetryPolicy
 from amphora_agent.devcerts import CertificateAuthority
-from lab import configdrive as cd
-from lab import vm
+from lab import configdrive, vm
 
 REPO = Path(__file__).resolve().parents[2]
 AMPHORA_ID = "a46841f0-96d9-4a6c-bfb7-d874eeaabe30"  # the fixture config's amphora_id
@@ -107,13 +106,15 @@ class Controller:
     def drive_files(self, fixtures: Path) -> dict[str, str]:
         """The four files ``ComputeCreate`` puts on the config drive, in its order."""
         agent_conf = (fixtures / "agent" / "amphora-agent.conf").read_text()
-        target = [cd.LogTarget(vm.CALLER_ADDRESS, ADMIN_LOG_PORT)]
-        tenant = [cd.LogTarget(vm.CALLER_ADDRESS, TENANT_LOG_PORT)]
+        target = [configdrive.LogTarget(vm.CALLER_ADDRESS, ADMIN_LOG_PORT)]
+        tenant = [configdrive.LogTarget(vm.CALLER_ADDRESS, TENANT_LOG_PORT)]
         return {
-            cd.SERVER_PEM: self.ca.issue(AMPHORA_ID, server=True).bundle.decode(),
-            cd.CLIENT_CA: self.ca.cert_pem.decode(),
-            cd.AGENT_CONF: cd.agent_config(agent_conf, [f"{vm.CALLER_ADDRESS}:{HEARTBEAT_PORT}"]),
-            cd.RSYSLOG_CONF: cd.render_rsyslog(target, tenant),
+            configdrive.SERVER_PEM: self.ca.issue(AMPHORA_ID, server=True).bundle.decode(),
+            configdrive.CLIENT_CA: self.ca.cert_pem.decode(),
+            configdrive.AGENT_CONF: configdrive.agent_config(
+                agent_conf, [f"{vm.CALLER_ADDRESS}:{HEARTBEAT_PORT}"]
+            ),
+            configdrive.RSYSLOG_CONF: configdrive.render_rsyslog(target, tenant),
         }
 
     def client(self, address: str, with_cert: bool = True) -> AgentClient:
@@ -171,8 +172,10 @@ def boot_amphora(
 ) -> Iterator[Amphora]:
     """Boot the image with a config drive in one form; the VM is stopped by PID afterwards."""
     files = controller.drive_files(fixtures)
-    tree = cd.write_tree(net.workdir / f"drive-{name}", files, AMPHORA_ID, user_data_form=user_data_form)
-    iso = cd.make_iso(tree, net.workdir / f"drive-{name}.iso")
+    tree = configdrive.write_tree(
+        net.workdir / f"drive-{name}", files, AMPHORA_ID, user_data_form=user_data_form
+    )
+    iso = configdrive.make_iso(tree, net.workdir / f"drive-{name}.iso")
     mac = "fa:16:3e:00:00:02" if user_data_form else "fa:16:3e:00:00:01"
     with vm.booted(net, image, iso, mac=mac, name=name) as machine:
         try:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from amphora_agent import heartbeat_codec
 from amphora_agent.client import AgentAPIError
-from lab import configdrive as cd
-from lab import vm
+from amphora_agent.health import codec
+from lab import configdrive, vm
 from tests.vm.conftest import AMPHORA_ID, BOOT_TIMEOUT, Amphora, wait_for_agent
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
@@ -67,12 +66,12 @@ def test_config_drive_files_have_their_modes_and_certs_are_in_memory(amphora: Am
     """The four files are in place, keys and the agent config 0600; base_cert_dir is a 0700 tmpfs."""
     modes = amphora.guest("stat", "-c", "%n %a %U", *amphora.files).splitlines()
     assert modes == [
-        f"{cd.SERVER_PEM} 600 root",
-        f"{cd.CLIENT_CA} 600 root",
-        f"{cd.AGENT_CONF} 600 root",
-        f"{cd.RSYSLOG_CONF} 644 root",
+        f"{configdrive.SERVER_PEM} 600 root",
+        f"{configdrive.CLIENT_CA} 600 root",
+        f"{configdrive.AGENT_CONF} 600 root",
+        f"{configdrive.RSYSLOG_CONF} 644 root",
     ]
-    assert amphora.guest("cat", cd.RSYSLOG_CONF) == amphora.files[cd.RSYSLOG_CONF]
+    assert amphora.guest("cat", configdrive.RSYSLOG_CONF) == amphora.files[configdrive.RSYSLOG_CONF]
     mount = amphora.guest("findmnt", "-n", "-o", "FSTYPE,OPTIONS", "/var/lib/octavia/certs")
     assert mount.startswith("tmpfs") and "mode=700" in mount
     assert amphora.guest("systemctl", "is-enabled", "haproxy", "keepalived", check=False).split() == [
@@ -93,7 +92,7 @@ def test_heartbeats_reach_the_health_manager_and_decode(amphora: Amphora) -> Non
     """The agent's heartbeats arrive at the controller_ip_port_list target and pass the decoder."""
     datagrams = amphora.controller.receive("heartbeat", timeout=30)
     assert datagrams, "no heartbeat within 30 s"
-    message = heartbeat_codec.decode(datagrams[-1], "fixture-heartbeat-key")
+    message = codec.decode(datagrams[-1], "fixture-heartbeat-key")
     assert message["id"] == AMPHORA_ID
 
 
@@ -131,7 +130,7 @@ def test_uploads_then_reset_keep_certificate_and_config(amphora: Amphora, fixtur
     """PUT config, certificate and a haproxy config; after system_reset the agent has the new ones."""
     controller = amphora.controller
     updated = (fixtures_dir / "agent" / "amphora-agent-updated.conf").read_text()
-    new_config = cd.agent_config(updated, [f"{vm.CALLER_ADDRESS}:5555"])
+    new_config = configdrive.agent_config(updated, [f"{vm.CALLER_ADDRESS}:5555"])
     new_cert = controller.ca.issue(AMPHORA_ID, server=True).bundle
     haproxy_cfg = (fixtures_dir / "haproxy" / "single-http.cfg").read_bytes()
     with controller.client(amphora.address) as api:
@@ -143,14 +142,14 @@ def test_uploads_then_reset_keep_certificate_and_config(amphora: Amphora, fixtur
             api.put_haproxy_config(SINGLE_LB, b"global\n    nonsense-keyword\n")
         assert refused.value.status == 400
     rotated = server_fingerprint(amphora)
-    config_hash = amphora.guest("sha256sum", cd.AGENT_CONF).split()[0]
+    config_hash = amphora.guest("sha256sum", configdrive.AGENT_CONF).split()[0]
     assert config_hash == hashlib.sha256(new_config.encode()).hexdigest()
 
     amphora.vm.reset()
     time.sleep(5)  # the old agent must not be the one answering below
     wait_for_agent(controller, amphora.address, BOOT_TIMEOUT)
     assert server_fingerprint(amphora) == rotated
-    assert amphora.guest("sha256sum", cd.AGENT_CONF).split()[0] == config_hash
+    assert amphora.guest("sha256sum", configdrive.AGENT_CONF).split()[0] == config_hash
     with controller.client(amphora.address) as api:
         assert api.get_haproxy_config(SINGLE_LB).encode() == haproxy_cfg
     journal = amphora.guest("journalctl", "-b", "-u", "amphora-config-drive", "-o", "cat")

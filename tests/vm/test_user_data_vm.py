@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import configdrive as cd
-from lab import vm
+from lab import configdrive, vm
 from tests.vm.conftest import AMPHORA_ID, Controller, boot_amphora
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
@@ -22,7 +21,7 @@ def test_user_data_form_provisions_the_agent(
         with controller.client(amp.address) as api:
             assert api.info().get("uuid") in (AMPHORA_ID, None)
         # quotes, not the &#34; the controller's template put there; YAML's block adds a final newline
-        for path in (cd.RSYSLOG_CONF, cd.AGENT_CONF):
+        for path in (configdrive.RSYSLOG_CONF, configdrive.AGENT_CONF):
             assert amp.guest("cat", path) == amp.files[path].removesuffix("\n") + "\n"
-        assert amp.guest("stat", "-c", "%a", cd.SERVER_PEM).strip() == "600"
-        assert "&#34;" in cd.render_user_data(amp.files)  # the controller did escape them
+        assert amp.guest("stat", "-c", "%a", configdrive.SERVER_PEM).strip() == "600"
+        assert "&#34;" in configdrive.render_user_data(amp.files)  # the controller did escape them
