@@ -76,6 +76,12 @@ def kill_pid(pid: int, timeout: float = 10.0) -> None:
         os.waitpid(pid, 0)
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a child by its PID (TERM, then KILL) and let its Popen know it is gone."""
+    kill_pid(process.pid)
+    process.wait(timeout=5)  # reaped already: returns at once
+
+
 def wait_for(what: str, predicate: Any, timeout: float, interval: float = 0.2) -> Any:
     """Poll ``predicate`` until it returns something true; TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout
@@ -218,7 +224,7 @@ class VmLab:
 
     workdir: Path
     name: str = field(default_factory=lambda: f"ampvm-{os.getpid()}-{next(_labs)}")
-    dnsmasq_pid: int | None = None
+    dnsmasq: subprocess.Popen[bytes] | None = None
     created: bool = False
     peer: str = ""
 
@@ -259,7 +265,7 @@ class VmLab:
             "--dhcp-option=option:mtu,1500", "--dhcp-authoritative", "--log-dhcp",
         ]  # fmt: skip
         log = (self.workdir / "dnsmasq.log").open("wb")
-        self.dnsmasq_pid = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT).pid
+        self.dnsmasq = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     def tap(self, name: str) -> str:
@@ -280,9 +286,9 @@ class VmLab:
 
     def destroy(self) -> None:
         """Stop dnsmasq by PID and remove the namespace (its veth end goes with it)."""
-        if self.dnsmasq_pid is not None:
-            kill_pid(self.dnsmasq_pid)
-            self.dnsmasq_pid = None
+        if self.dnsmasq is not None:
+            stop_process(self.dnsmasq)
+            self.dnsmasq = None
         if self.peer:
             with contextlib.suppress(RuntimeError):
                 run(["ip", "link", "delete", self.peer])
@@ -303,9 +309,10 @@ class Vm:
     guest_agent: bool = True
     mac: str = "fa:16:3e:00:00:01"
     name: str = "amp"
-    pid: int | None = None
+    process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     _qmp: Qmp | None = None
+    _guest: GuestAgent | None = None
 
     @property
     def dir(self) -> Path:
@@ -361,7 +368,7 @@ class Vm:
         log = (self.dir / "qemu.log").open("wb")
         self.started_at = time.monotonic()
         argv = ["ip", "netns", "exec", self.lab.name, *self.argv(tap)]
-        self.pid = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).pid
+        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         return self
 
@@ -373,8 +380,10 @@ class Vm:
         return self._qmp
 
     def guest(self) -> GuestAgent:
-        """A guest-agent client (test build only)."""
-        return GuestAgent(self.dir / "qga.sock")
+        """The guest-agent client (test build only), opened on first use."""
+        if self._guest is None:
+            self._guest = GuestAgent(self.dir / "qga.sock")
+        return self._guest
 
     def address(self, timeout: float = 120.0) -> str:
         """The management address the VM got by DHCP."""
@@ -391,24 +400,22 @@ class Vm:
 
     def alive(self) -> bool:
         """Whether qemu still runs."""
-        if self.pid is None:
-            return False
-        with contextlib.suppress(ChildProcessError):
-            done, _ = os.waitpid(self.pid, os.WNOHANG)
-            return done != self.pid
-        return Path(f"/proc/{self.pid}").exists()
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         """QMP ``quit``, then the PID: qemu is gone when this returns."""
+        if self._guest is not None:
+            self._guest.close()
+            self._guest = None
         if self._qmp is not None:
             with contextlib.suppress(OSError, RuntimeError, ValueError):
                 self._qmp.execute("quit")
             with contextlib.suppress(OSError):
                 self._qmp.close()
             self._qmp = None
-        if self.pid is not None:
-            kill_pid(self.pid)
-            self.pid = None
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
 
 
 @contextlib.contextmanager
