@@ -52,5 +52,9 @@ class DiskFull(CommandFailed):
     """The file system holding agent state is full: nothing was replaced (500, never a 2xx)."""
 
 
+class UnsafePath(CommandFailed):
+    """A path inside the agent's folders is a symbolic link or leads outside them: refused (500)."""
+
+
 class Unavailable(AgentError):
     """The amphora cannot take this change now, e.g. during a topology transition (503)."""

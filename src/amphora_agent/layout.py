@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amphora_agent.settings import Settings
+from amphora_agent.system.files import is_real_dir, is_real_file
 
 DEFAULT_INTERFACES_DIR = Path("/etc/octavia/interfaces")  # the existing agent's, kept for upgrades
 LVS_PREFIX = "octavia-keepalivedlvs-"
@@ -71,6 +72,11 @@ class Layout:
         return self.base / "haproxy-default-user-group.conf"
 
     @property
+    def check_tuning(self) -> Path:
+        """A last ``-f`` for ``haproxy -c`` only: no SSL session cache is allocated to check a config."""
+        return self.base / "haproxy-check-tuning.conf"
+
+    @property
     def plugged_interfaces(self) -> Path:
         """Each plugged NIC's MAC and its name in the haproxy namespace."""
         return self.base / "plugged_interfaces"
@@ -125,8 +131,14 @@ class Layout:
         """A file of one LVS listener: ``octavia-keepalivedlvs-<id>.<suffix>``."""
         return self.lvs_dir / f"{LVS_PREFIX}{listener_id}.{suffix}"
 
+    def lvs_run(self, listener_id: str) -> Path:
+        """The copy keepalived runs when the stored config names another namespace than the agent's."""
+        return self.lvs(listener_id, "run.conf")
+
     def lvs_ids(self) -> list[str]:
-        """LVS listeners with a stored config (reference 5.2), sorted."""
+        """LVS listeners with a stored config (reference 5.2), sorted; nothing behind a link."""
+        if not is_real_dir(self.lvs_dir):
+            return []
         try:
             names = sorted(p.name for p in self.lvs_dir.iterdir())
         except OSError:
@@ -139,9 +151,13 @@ class Layout:
         return ids
 
     def lb_ids(self) -> list[str]:
-        """Load balancers with a stored config, sorted."""
+        """Load balancers with a stored config, sorted; a linked folder or config is none of ours."""
         try:
             entries = sorted(p.name for p in self.base.iterdir())
         except OSError:
             return []
-        return [name for name in entries if (self.base / name / "haproxy.cfg").is_file()]
+        return [name for name in entries if self.has_config(name)]
+
+    def has_config(self, lb_id: str) -> bool:
+        """Whether ``lb_id`` has a stored config in a real folder (no link followed)."""
+        return is_real_dir(self.lb_dir(lb_id)) and is_real_file(self.haproxy_cfg(lb_id))

@@ -19,6 +19,11 @@ def shown(value: str, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def is_object_id(value: str) -> bool:
+    """Whether ``value`` is a UUID-like id (what ``object_id`` accepts)."""
+    return _ID.fullmatch(value) is not None
+
+
 def object_id(value: str, kind: str = "object") -> str:
     """A UUID-like id (hex and dashes, no leading dash): safe as a path segment and in argv."""
     if not _ID.fullmatch(value):

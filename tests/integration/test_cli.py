@@ -363,7 +363,7 @@ def test_udp_listener_upload_get_delete(ctl: Ctl, fixtures_dir: Path) -> None:
     """An LVS listener config is stored and read back; a missing one is the agent's 404."""
     listener = "8493c22a-786d-4871-aaa0-c4d82fe865d9"
     text = (fixtures_dir / "lvs" / "udp-listener.conf").read_text()
-    text = text.replace("amphora-haproxy", ctl.amp.haproxy_ns).replace("/var/lib/octavia", str(ctl.amp.base))
+    text = text.replace("/var/lib/octavia", str(ctl.amp.base))
     assert ctl.ok("udp", "upload", listener, ctl.file("udp.conf", text)).startswith("OK (200)")
     assert ctl.ok("udp", "get", listener) == text
     assert ctl.ok("lb", "delete", listener) == "OK (200)\n"

@@ -104,11 +104,10 @@ def session(fuzz_amphora: namespaces.Amphora) -> Iterator[requests.Session]:
 
 
 def localize(body: Any, amp: namespaces.Amphora) -> Any:
-    """A text body with the controller's directories and namespace mapped to the lab amphora's."""
+    """A text body with the controller's directories mapped to the lab amphora's."""
     if not isinstance(body, str):
         return body
-    body = body.replace("/var/lib/octavia", str(amp.base))
-    return body.replace("amphora-haproxy", amp.haproxy_ns)
+    return body.replace("/var/lib/octavia", str(amp.base))
 
 
 @schema.parametrize()

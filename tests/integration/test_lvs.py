@@ -45,9 +45,9 @@ without_ipvs = pytest.mark.skipif(IPVS.exists(), reason="this kernel has IPVS: t
 
 
 def lvs_config(fixtures_dir: Path, name: str, amp: namespaces.Amphora) -> bytes:
-    """A controller LVS config with this amphora's base path and haproxy namespace."""
-    text = (fixtures_dir / "lvs" / name).read_text().replace("/var/lib/octavia", str(amp.base))
-    return text.replace("net_namespace amphora-haproxy", f"net_namespace {amp.haproxy_ns}").encode()
+    """A controller LVS config with this amphora's base path; its ``net_namespace amphora-haproxy``
+    (the controller's constant) is sent as it comes: the agent runs it in its own namespace."""
+    return (fixtures_dir / "lvs" / name).read_text().replace("/var/lib/octavia", str(amp.base)).encode()
 
 
 class UdpMember:
@@ -107,8 +107,10 @@ def run_check(amp: namespaces.Amphora, command: str) -> int:
 def test_controller_lvs_configs_pass_keepalived_and_read_back(
     amp: namespaces.Amphora, fixtures_dir: Path, name: str
 ) -> None:
-    """Each controller LVS config is accepted, stored (0644) and read back byte for byte."""
+    """Each controller LVS config is accepted as it comes (``net_namespace amphora-haproxy``), stored
+    (0644) and read back byte for byte; keepalived gets a copy naming the agent's own namespace."""
     listener_id, body = FIXTURE_IDS[name], lvs_config(fixtures_dir, name, amp)
+    assert b"\nnet_namespace amphora-haproxy\n" in body and amp.haproxy_ns != "amphora-haproxy"
     with amp.client() as api:
         reply = api.put(f"/1.0/listeners/{amp.amphora_id}/{listener_id}/udp_listener", content=body)
         assert reply.status_code == 200, reply.text
@@ -118,6 +120,10 @@ def test_controller_lvs_configs_pass_keepalived_and_read_back(
         assert back.headers["content-type"].startswith("text/plain")
     stored = amp.base / "lvs" / f"octavia-keepalivedlvs-{listener_id}.conf"
     assert stored.stat().st_mode & 0o777 == 0o644
+    assert stored.read_bytes() == body
+    run = stored.with_name(f"octavia-keepalivedlvs-{listener_id}.run.conf")
+    expected = body.replace(b"net_namespace amphora-haproxy", f"net_namespace {amp.haproxy_ns}".encode())
+    assert run.read_bytes() == expected
     assert (amp.base / "lvs" / "check" / "udp_check.sh").stat().st_mode & 0o777 == 0o100
 
 
@@ -169,6 +175,7 @@ def test_lifecycle_reports_missing_ipvs_clearly(amp: namespaces.Amphora, fixture
         assert api.delete(f"/1.0/listeners/{lid}").json() == {"message": "OK"}
         missing = api.get(f"/1.0/listeners/{lid}/udp_listener")
         assert (missing.status_code, missing.json()["message"]) == (404, "UDP Listener Not Found")
+        assert not (amp.base / "lvs" / f"octavia-keepalivedlvs-{lid}.run.conf").exists()
         assert api.put(f"/1.0/loadbalancer/{lid}/start").json()["message"] == "Loadbalancer Not Found"
         assert api.delete(f"/1.0/listeners/{lid}").status_code == 200
         assert api.get("/1.0/listeners").json() == []

@@ -60,7 +60,7 @@ def test_udp_listener_in_heartbeats(workdir: Path, receiver: socket.socket, fixt
             .read_text()
             .replace("/var/lib/octavia", str(amp.base))
         )
-        body = text.replace("net_namespace amphora-haproxy", f"net_namespace {amp.haproxy_ns}").encode()
+        body = text.encode()  # net_namespace amphora-haproxy as the controller sends it
         with amp.client() as api:
             put = api.put(f"/1.0/listeners/{amp.amphora_id}/{LISTENER}/udp_listener", content=body)
             assert put.status_code == 200, put.text

@@ -107,7 +107,7 @@ def test_every_operation_answers_as_documented(check: Checker, fixtures_dir: Pat
     check("PUT", "/1.0/interface/203.0.113.99/rules", 404, body=rules)
     # LVS listener and VRRP
     lvs = (fixtures_dir / "lvs" / "udp-listener.conf").read_text()
-    lvs = lvs.replace("amphora-haproxy", amp.haproxy_ns).replace("/var/lib/octavia", str(amp.base))
+    lvs = lvs.replace("/var/lib/octavia", str(amp.base))
     check("GET", f"/1.0/listeners/{LVS_LISTENER}/udp_listener", 404)
     check("PUT", f"/1.0/listeners/{amp.amphora_id}/{LVS_LISTENER}/udp_listener", 200, content=lvs.encode())
     check("GET", f"/1.0/listeners/{LVS_LISTENER}/udp_listener", 200)

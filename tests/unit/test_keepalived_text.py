@@ -96,12 +96,36 @@ def test_verdicts_merge_without_duplicates() -> None:
 
 
 def test_agent_rules_on_top_of_keepalived() -> None:
-    """A VRRP config needs a vrrp_instance; an LVS config must name this amphora's namespace."""
+    """A VRRP config needs a vrrp_instance; an LVS config names the controller's namespace or ours."""
     assert config_text.vrrp_problems("vrrp_instance x {\n}\n") == []
     assert config_text.vrrp_problems("global_defs {\n}\n") != []
     assert config_text.lvs_problems("net_namespace amphora-haproxy\n", "amphora-haproxy") == []
+    assert config_text.lvs_problems("net_namespace amphora-haproxy\n", "amp-7-haproxy") == []
+    assert config_text.lvs_problems("net_namespace amp-7-haproxy\n", "amp-7-haproxy") == []
     assert config_text.lvs_problems("# no namespace line\n", "amphora-haproxy") == []
     assert "other" in config_text.lvs_problems("net_namespace other\n", "amphora-haproxy")[0]
+
+
+@pytest.mark.parametrize("name", ["udp-listener.conf", "sctp-listener.conf", "udp-dualstack.conf"])
+def test_run_copy_names_the_agents_namespace_and_nothing_else(fixtures_dir: Path, name: str) -> None:
+    """The controller's constant namespace becomes the agent's in keepalived's copy; every other line
+    (and so every line number keepalived reports) stays; no copy where the names agree."""
+    text = (fixtures_dir / "lvs" / name).read_text()
+    assert config_text.lvs_run_text(text, "amphora-haproxy") is None
+    run = config_text.lvs_run_text(text, "amp-7-haproxy")
+    assert run is not None
+    changed = [(a, b) for a, b in zip(text.splitlines(), run.splitlines(), strict=True) if a != b]
+    assert changed == [("net_namespace amphora-haproxy", "net_namespace amp-7-haproxy")]
+    assert config_text.parse_lvs(run).namespace == "amp-7-haproxy"
+    assert run.endswith("\n") == text.endswith("\n")
+
+
+def test_run_copy_leaves_nested_namespace_words() -> None:
+    """Only the top-level ``net_namespace`` is keepalived's namespace line."""
+    text = "net_namespace amphora-haproxy  \nvirtual_server x {\n    net_namespace amphora-haproxy\n}\n"
+    assert config_text.lvs_run_text(text, "mine") == (
+        "net_namespace mine  \nvirtual_server x {\n    net_namespace amphora-haproxy\n}\n"
+    )
 
 
 # -- LVS parsing -------------------------------------------------------------------------------

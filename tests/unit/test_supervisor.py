@@ -1,11 +1,20 @@
-"""The supervisor's back-off: a unit that keeps failing is retried after 1, 2, 4 ... s, capped."""
+"""The supervisor's back-off (a unit that keeps failing is retried after 1, 2, 4 ... s, capped) and
+its report of load balancers that lost their config."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import pytest
 
 from amphora_agent.errors import CommandFailed
-from amphora_agent.supervisor import Supervisor, Unit
+from amphora_agent.layout import Layout
+from amphora_agent.loadbalancers.service import LoadBalancers
+from amphora_agent.settings import LiveSettings, Settings
+from amphora_agent.supervisor import OrphanReport, Supervisor, Unit
+
+LOST = "5eed0000-0000-4000-8000-0000000000ff"
 
 
 class FailingUnit:
@@ -70,3 +79,27 @@ def test_a_unit_that_starts_is_reported() -> None:
     """A unit that was down and starts is named in the pass's result."""
     supervisor = Supervisor([lambda: [Unit("keepalived", lambda: True, lambda: False, lambda: True)]])
     assert supervisor.check_once() == ["keepalived"]
+
+
+def test_markers_of_other_units_are_not_orphan_load_balancers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``vrrp/running`` (keepalived's marker) and a linked folder are no load balancer: no false ERROR;
+    a real load balancer folder that lost its config is reported."""
+    layout = Layout(tmp_path / "lib", tmp_path / "lib" / "certs")
+    lbs = LoadBalancers(LiveSettings(Settings(base_path=layout.base)), layout)
+    for marker in (layout.vrrp("running"), layout.lvs("x", "running")):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(b"")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "running").write_bytes(b"")
+    (layout.base / LOST).symlink_to(tmp_path / "elsewhere")
+    assert lbs.orphans() == {}
+    (layout.base / LOST).unlink()
+    layout.desired_running(LOST).parent.mkdir()
+    layout.desired_running(LOST).write_bytes(b"")
+    with caplog.at_level(logging.ERROR):
+        OrphanReport(lbs)()
+    assert [record.getMessage().split(":")[0] for record in caplog.records] == [
+        f"the configuration of load balancer {LOST} was removed behind the agent's back"
+    ]

@@ -210,12 +210,38 @@ def parse_lvs(text: str) -> LvsConfig:
     )
 
 
+# The controller's LVS template names this namespace always (a constant there): it means "the
+# amphora's haproxy namespace", whatever the agent's ``network_namespace`` is called.
+CONTROLLER_NAMESPACE = "amphora-haproxy"
+_NET_NAMESPACE = re.compile(r"^(\s*net_namespace\s+)(\S+)(.*)$")
+
+
 def lvs_problems(text: str, namespace: str) -> list[str]:
-    """What the agent itself requires of an LVS config: it must run in this amphora's namespace."""
+    """What the agent itself requires of an LVS config: the controller's namespace or this agent's."""
     declared = parse_lvs(text).namespace
-    if declared is not None and declared != namespace:
+    if declared not in (None, namespace, CONTROLLER_NAMESPACE):
         return [f"net_namespace {declared} is not this amphora's haproxy namespace ({namespace})"]
     return []
+
+
+def lvs_run_text(text: str, namespace: str) -> str | None:
+    """The config keepalived must run when ``text`` names another namespace than ``namespace``:
+    the same lines with the top-level ``net_namespace`` naming the agent's (None: run ``text``)."""
+    if parse_lvs(text).namespace in (None, namespace):
+        return None
+    lines, depth = text.splitlines(keepends=True), 0
+    for index, line in enumerate(lines):  # blocks counted as parse_lvs counts them
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        match = _NET_NAMESPACE.match(line.rstrip("\n"))
+        if depth == 0 and match:
+            lines[index] = f"{match[1]}{namespace}{match[3]}" + ("\n" if line.endswith("\n") else "")
+        if words[0] == "}":
+            depth = max(0, depth - 1)
+        elif words[-1] == "{":
+            depth += 1
+    return "".join(lines)
 
 
 # -- scripts the controller's configs call -----------------------------------------------------

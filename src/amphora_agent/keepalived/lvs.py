@@ -3,11 +3,17 @@
 Where the kernel has no IPVS, keepalived's checker cannot start: the agent still validates and stores
 configs, really tries to start keepalived, and reports every such listener as ERROR with that reason.
 It never claims to forward.
+
+The controller's configs always say ``net_namespace amphora-haproxy`` (a constant of its template).
+The stored file stays byte for byte what the controller sent; where the agent's ``network_namespace``
+has another name, keepalived runs a copy beside it (``<id>.run.conf``) whose only difference is
+that line naming the agent's namespace.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -55,10 +61,10 @@ class LvsListeners:
         return self._live.current.network_namespace
 
     def instance(self, listener_id: str) -> keepalived.Instance:
-        """How one listener's keepalived is run."""
-        lvs = self.paths.lvs
+        """How one listener's keepalived is run (on the namespace copy when there is one)."""
+        lvs, run = self.paths.lvs, self.paths.lvs_run(listener_id)
         return keepalived.Instance(
-            config=lvs(listener_id),
+            config=run if os.path.lexists(run) else lvs(listener_id),
             pid_file=lvs(listener_id, "pid"),
             vrrp_pid_file=lvs(listener_id, "vrrp.pid"),
             check_pid_file=lvs(listener_id, "check.pid"),
@@ -70,8 +76,8 @@ class LvsListeners:
         )
 
     def exists(self, listener_id: str) -> bool:
-        """Whether a config is stored for ``listener_id``."""
-        return self.paths.lvs(listener_id).is_file()
+        """Whether a config is stored for ``listener_id`` (a link is none of ours)."""
+        return files.is_real_file(self.paths.lvs(listener_id))
 
     def wants_running(self, listener_id: str) -> bool:
         """Whether the listener was last started (and not stopped)."""
@@ -92,20 +98,33 @@ class LvsListeners:
         validation.object_id(amphora_id, "amphora")
         validation.object_id(listener_id, "listener")
         text = decode(body)
+        root = self.paths.base
         with self._locks(listener_id):
-            files.ensure_dir(self.paths.lvs_dir)
-            files.ensure_dir(self.paths.udp_check.parent)
-            install(self.paths.udp_check, config_text.UDP_CHECK_SH, EXEC_ONLY)
+            files.ensure_dir(self.paths.lvs_dir, root=root)
+            files.ensure_dir(self.paths.udp_check.parent, root=root)
+            install(self.paths.udp_check, config_text.UDP_CHECK_SH, EXEC_ONLY, root)
             self._install_health_checker()
             netns.ensure(self.netns)
+            run = self.paths.lvs_run(listener_id)
+            run_new = run.with_name(run.name + ".new")
 
             def check(staged: Path) -> config_text.Verdict:
-                verdict = self.validate(staged, text)
+                run_text = config_text.lvs_run_text(text, self.netns)
+                if run_text is not None:  # what keepalived will run is what is checked
+                    files.atomic_write(run_new, run_text.encode(), files.PUBLIC, root=root)
+                verdict = self.validate(staged if run_text is None else run_new, run_text or text, text)
                 if not verdict.ok:
                     raise ConfigRejected("Invalid request", verdict.report())
                 return verdict
 
-            verdict = lifecycle.stage_check_commit(body, self.paths.lvs(listener_id), files.PUBLIC, check)
+            try:
+                verdict = lifecycle.stage_check_commit(body, self.paths.lvs(listener_id), files.PUBLIC, check)
+                if os.path.lexists(run_new):
+                    files.move(run_new, run)
+                else:
+                    files.remove(run, root=root)
+            finally:
+                files.remove(run_new, root=root)
         for line in verdict.warnings:
             LOG.warning("LVS config of %s accepted with a keepalived warning: %s", listener_id, line)
         self._scripts.refresh()
@@ -115,20 +134,21 @@ class LvsListeners:
         """The SCTP monitor's ``amphora-health-checker`` (an image executable), where the host lacks it."""
         if shutil.which(HEALTH_CHECKER) is not None:
             return
-        files.ensure_dir(self.paths.bin_dir)
+        files.ensure_dir(self.paths.bin_dir, root=self.paths.base)
         script = config_text.python_script_sh(sys.executable, Path(health_checker.__file__))
-        install(self.paths.bin_dir / HEALTH_CHECKER, script, files.EXECUTABLE)
+        install(self.paths.bin_dir / HEALTH_CHECKER, script, files.EXECUTABLE, self.paths.base)
 
-    def validate(self, config: Path, text: str) -> config_text.Verdict:
-        """``keepalived -t``; without IPVS (where -t skips ``virtual_server``) also a checker dry start."""
+    def validate(self, config: Path, text: str, sent: str | None = None) -> config_text.Verdict:
+        """``keepalived -t`` on ``config`` (holding ``text``, derived from ``sent`` as the controller
+        sent it); without IPVS (where -t skips ``virtual_server``) also a checker dry start."""
         try:
-            parsed = config_text.parse_lvs(text)
+            parsed = config_text.parse_lvs(sent or text)
         except ValueError as exc:  # an address or port the agent cannot read: keepalived would not either
             return config_text.Verdict(fatal=(f"unreadable LVS config: {exc}",))
         bin_dir = self.paths.bin_dir
         verdict = config_text.classify(
             keepalived.config_test(config, self.netns, bin_dir),
-            extra_fatal=config_text.lvs_problems(text, self.netns),
+            extra_fatal=config_text.lvs_problems(sent or text, self.netns),
         )
         # the checker stops at IPVS only when a virtual server with a real server needs it; with none
         # it would run until killed (30 s, then a 500)
@@ -143,7 +163,7 @@ class LvsListeners:
         """The stored config."""
         validation.object_id(listener_id, "listener")
         try:
-            return self.paths.lvs(listener_id).read_bytes()
+            return files.read_bytes(self.paths.lvs(listener_id), root=self.paths.base)
         except FileNotFoundError:
             self._require(listener_id)
             raise
@@ -178,17 +198,29 @@ class LvsListeners:
     def _act(self, listener_id: str, action: str) -> str:
         marker = self.paths.lvs(listener_id, "running")
         if action == "stop":
-            files.remove(marker)
+            files.remove(marker, root=self.paths.base)
             self._stop(listener_id, "Failed to stop keepalivedlvs listener")
             return f"keepalivedlvs listener {listener_id} stoped"
         verb = "restart" if action == "reload" else "start"
-        files.atomic_write(marker, b"", files.PUBLIC)
+        files.atomic_write(marker, b"", files.PUBLIC, root=self.paths.base)
         if verb == "start" and self.is_running(listener_id):
             return f"keepalivedlvs listener {listener_id} started"
         self._start(listener_id, f"Failed to {verb} keepalivedlvs listener {listener_id}")
         return f"keepalivedlvs listener {listener_id} {verb}ed"
 
+    def _sync_run_config(self, listener_id: str) -> None:
+        """The namespace copy for the agent's namespace now (it may have another name than at upload)."""
+        root, run = self.paths.base, self.paths.lvs_run(listener_id)
+        stored = files.read_bytes(self.paths.lvs(listener_id), root=root).decode("utf-8")
+        run_text = config_text.lvs_run_text(stored, self.netns)
+        if run_text is None:
+            files.remove(run, root=root)
+        elif not files.is_real_file(run) or run.read_text() != run_text:
+            files.atomic_write(run, run_text.encode(), files.PUBLIC, root=root)
+
     def _start(self, listener_id: str, failure: str) -> None:
+        files.ensure_dir(self.paths.lvs_dir, root=self.paths.base)  # keepalived writes in there
+        self._sync_run_config(listener_id)
         instance = self.instance(listener_id)
         if keepalived.instance_pids(instance):
             keepalived.stop(instance)
@@ -214,10 +246,10 @@ class LvsListeners:
         with self._locks(listener_id):
             if not self.exists(listener_id):
                 return
-            files.remove(self.paths.lvs(listener_id, "running"))
+            files.remove(self.paths.lvs(listener_id, "running"), root=self.paths.base)
             self._stop(listener_id, "Error stopping keepalivedlvs")
-            for suffix in ("conf", "log", "log.1", "conf.new-failed"):
-                files.remove(self.paths.lvs(listener_id, suffix))
+            for suffix in ("conf", "run.conf", "log", "log.1", "conf.new-failed"):
+                files.remove(self.paths.lvs(listener_id, suffix), root=self.paths.base)
         self._scripts.refresh()
         LOG.info("LVS listener %s deleted", listener_id)
 

@@ -8,6 +8,8 @@ reboot, and a ``stop`` keeps it stopped.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -24,14 +26,16 @@ from amphora_agent.system import files, keepalived, netns
 LOG = logging.getLogger(__name__)
 
 
-def install(path: Path, text: str, mode: int) -> bool:
-    """Write ``text`` to ``path`` unless it already holds exactly that; return whether it wrote."""
+def install(path: Path, text: str, mode: int, root: Path) -> bool:
+    """Write ``text`` to ``path`` (under ``root``, no link followed) unless it already holds exactly
+    that; return whether it wrote."""
     try:
-        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode) and path.read_text() == text and (info.st_mode & 0o777) == mode:
             return False
     except OSError:
         pass
-    files.atomic_write(path, text.encode(), mode)
+    files.atomic_write(path, text.encode(), mode, root=root)
     return True
 
 
@@ -69,23 +73,22 @@ class CheckScripts:
         against its closing socket (that would fail the MASTER over)."""
         if not (force or self.wanted()):
             return
-        paths = self._paths
+        paths, root = self._paths, self._paths.base
         with self._lock:
-            files.ensure_dir(paths.check_scripts_dir)
-            install(
-                paths.check_script, config_text.check_script_sh(paths.check_scripts_dir), files.EXECUTABLE
-            )
+            files.ensure_dir(paths.check_scripts_dir, root=root)
+            script = config_text.check_script_sh(paths.check_scripts_dir)
+            install(paths.check_script, script, files.EXECUTABLE, root)
             haproxy = self.haproxy_script(exclude)
             target = paths.check_scripts_dir / "haproxy_check_script.sh"
             if haproxy is None:
-                files.remove(target)
-            elif install(target, haproxy, files.EXECUTABLE):
+                files.remove(target, root=root)
+            elif install(target, haproxy, files.EXECUTABLE, root):
                 LOG.info("VRRP haproxy check now covers: %s", haproxy.splitlines()[1])
             lvs_check = paths.check_scripts_dir / "lvs_udp_check.sh"
             if paths.lvs_ids():
-                install(lvs_check, config_text.lvs_check_sh(paths.lvs_dir), files.EXECUTABLE)
+                install(lvs_check, config_text.lvs_check_sh(paths.lvs_dir), files.EXECUTABLE, root)
             else:
-                files.remove(lvs_check)
+                files.remove(lvs_check, root=root)
 
 
 class Vrrp:
@@ -139,7 +142,7 @@ class Vrrp:
         """Check with ``keepalived -t`` and store; nothing is (re)started. Fatal findings: 400."""
         text = decode(body)
         with self.lock:
-            files.ensure_dir(self.paths.vrrp_dir)
+            files.ensure_dir(self.paths.vrrp_dir, root=self.paths.base)
             self.scripts.refresh(force=True)  # the config names check_script.sh: it must exist first
             netns.ensure(self.netns)
 
@@ -168,7 +171,7 @@ class Vrrp:
         action = validation.action(action)
         with self.lock:
             if action == "stop":
-                files.remove(self.marker)
+                files.remove(self.marker, root=self.paths.base)
                 self._stop()
                 return "keepalived stoped"
             if not self.configured():
@@ -176,7 +179,7 @@ class Vrrp:
                     f"Failed to {action} octavia-keepalived service",
                     "no VRRP configuration is stored (PUT /1.0/vrrp/upload first)",
                 )
-            files.atomic_write(self.marker, b"", files.PUBLIC)
+            files.atomic_write(self.marker, b"", files.PUBLIC, root=self.paths.base)
             self.scripts.refresh()
             pid = keepalived.main_pid(self.instance())
             if pid is not None and keepalived.child_alive(self.instance()):
@@ -187,6 +190,7 @@ class Vrrp:
             return "keepalived started"
 
     def _start(self, failure: str) -> None:
+        files.ensure_dir(self.paths.vrrp_dir, root=self.paths.base)  # keepalived writes in there
         netns.ensure(self.netns)
         instance = self.instance()
         if keepalived.instance_pids(instance):  # a main without its child, or an orphaned child

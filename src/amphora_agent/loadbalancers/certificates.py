@@ -35,13 +35,14 @@ class TenantCertificates:
         path = self._path(lb_id, name)
         tls.check_tenant_pem(body)
         with self.locks(lb_id):
-            files.atomic_write(path, body, files.PRIVATE)
+            files.atomic_write(path, body, files.PRIVATE, root=self.layout.certs)
 
     def md5(self, lb_id: str, name: str) -> str:
         """The md5 of the stored bytes, which the controller compares before uploading."""
         path = self._path(lb_id, name)
         try:
-            return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+            data = files.read_bytes(path, root=self.layout.certs)
+            return hashlib.md5(data, usedforsecurity=False).hexdigest()
         except FileNotFoundError as exc:
             raise NotFound("Certificate Not Found", f"No certificate with filename: {name}") from exc
 
@@ -49,9 +50,9 @@ class TenantCertificates:
         """Remove one PEM; removing a missing one is fine (the controller ignores 404 anyway)."""
         path = self._path(lb_id, name)
         with self.locks(lb_id):
-            files.remove(path)
+            files.remove(path, root=self.layout.certs)
             with contextlib.suppress(OSError):
-                path.parent.rmdir()  # drop the folder once it is empty
+                path.parent.rmdir()  # drop the folder once it is empty (a link: ENOTDIR, kept)
 
 
 class ServerCertificate:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 PROMETHEUS_FRONTEND = "prometheus-exporter-internal-endpoint"
@@ -13,6 +14,11 @@ _SECTION = re.compile(
     r"program|http-errors|ring|cache|mailers)(?:\s+(\S+))?\s*$"
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+_HEX2 = re.compile(r"[0-9A-Fa-f]{2}")
+_BLANKS = re.compile(r"[ \t]+")  # haproxy's only separators (not every Unicode space)
+_ATOI = re.compile(r"\s*([+-]?\d+)")
+INT_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,86 @@ class HaproxyConfig:
     def listener_ids(self) -> list[str]:
         """Tenant listener ids (the internal Prometheus endpoint is not a listener)."""
         return [f.id for f in self.frontends if f.id != PROMETHEUS_FRONTEND]
+
+
+@dataclass(frozen=True)
+class Word:
+    """One argument as haproxy reads it: quotes and escapes resolved; ``expands`` when it holds a
+    ``$`` inside double quotes (haproxy puts an environment variable there)."""
+
+    text: str
+    expands: bool = False
+
+
+def words(line: str) -> list[Word]:
+    """Cut a config line into arguments exactly as haproxy 2.6 does (its manual, 2.2): backslash
+    escapes (``\\xNN`` too), weak ``"..."`` and strong ``'...'`` quoting, ``#`` comments."""
+    line = line.rstrip("\r\n")
+    if "\\" not in line and '"' not in line and "'" not in line:  # the common case, at C speed
+        return [Word(text) for text in _BLANKS.split(line.split("#", 1)[0]) if text]
+    out: list[Word] = []
+    chars: list[str] = []
+    started = expands = False
+    quote = ""
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if quote == "'":
+            quote = "" if c == "'" else quote
+            chars += [] if c == "'" else [c]
+            i += 1
+            continue
+        if c == "\\" and i + 1 < len(line):
+            nxt, i, started = line[i + 1], i + 2, True
+            if nxt == "x" and _HEX2.fullmatch(line[i : i + 2]):
+                nxt, i = chr(int(line[i : i + 2], 16)), i + 2
+            chars.append(_ESCAPES.get(nxt, nxt))
+            continue
+        i += 1
+        if quote == '"':
+            quote = "" if c == '"' else quote
+            expands = expands or c == "$"
+            chars += [] if c == '"' else [c]
+        elif c in " \t":
+            if started:
+                out.append(Word("".join(chars), expands))
+            chars, started, expands = [], False, False
+        elif c == "#":
+            break
+        elif c in "\"'":
+            quote, started = c, True
+        else:
+            chars.append(c)
+            started = True
+    if started:
+        out.append(Word("".join(chars), expands))
+    return out
+
+
+def atoi(text: str) -> int:
+    """C's ``atoi`` as haproxy uses it for numbers: the leading integer, 0 when there is none."""
+    match = _ATOI.match(text)
+    return int(match[1]) if match else 0
+
+
+def ssl_session_cache(lines: Iterable[str]) -> int:
+    """Entries of the SSL session cache haproxy allocates for this config (0: none is allocated).
+
+    The last ``tune.ssl.cachesize`` of ``global`` (20000 by default), only when a ``bind`` line
+    terminates TLS: haproxy allocates the cache for TLS listeners only.
+    """
+    entries, tls_bind, section = 20000, False, ""
+    for raw in lines:
+        args = words(raw)
+        if not args:
+            continue
+        if _SECTION.match(args[0].text) and not raw[:1].isspace():
+            section = args[0].text
+        elif section == "global" and args[0].text == "tune.ssl.cachesize" and len(args) > 1:
+            entries = atoi(args[1].text)
+        elif args[0].text == "bind" and any(arg.text == "ssl" for arg in args[2:]):
+            tls_bind = True
+    return entries if tls_bind and 0 < entries <= INT_MAX else 0
 
 
 def peer_name(amphora_id: str) -> str:

@@ -7,16 +7,17 @@ requests and the supervisor never interleave.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from amphora_agent import lifecycle, validation
+from amphora_agent import errors, lifecycle, validation
 from amphora_agent.errors import CommandFailed, ConfigRejected, InvalidInput, NotFound
 from amphora_agent.layout import Layout
-from amphora_agent.loadbalancers import haproxy_config
+from amphora_agent.loadbalancers import confinement, haproxy_config
 from amphora_agent.settings import ACTIVE_STANDBY, LiveSettings
 from amphora_agent.system import announce, files, haproxy, netns
 
@@ -76,6 +77,18 @@ class LoadBalancers:
         files.ensure_dir(self.layout.certs)
         if not self.layout.user_group.exists():
             files.atomic_write(self.layout.user_group, user_group_text(), files.PUBLIC)
+        self._check_tuning()
+
+    def _check_tuning(self) -> Path:
+        """The last ``-f`` of every check (written again if someone removed or changed it)."""
+        path = self.layout.check_tuning
+        try:
+            if files.read_bytes(path, root=self.layout.base) == haproxy.CHECK_TUNING:
+                return path
+        except OSError:
+            pass
+        files.atomic_write(path, haproxy.CHECK_TUNING, files.PUBLIC, root=self.layout.base)
+        return path
 
     @property
     def netns(self) -> str:
@@ -102,8 +115,8 @@ class LoadBalancers:
 
     # -- state ------------------------------------------------------------------------------
     def exists(self, lb_id: str) -> bool:
-        """Whether a config is stored for ``lb_id``."""
-        return self.layout.haproxy_cfg(lb_id).is_file()
+        """Whether a config is stored for ``lb_id`` (in a real folder: links are none of ours)."""
+        return self.layout.has_config(lb_id)
 
     def master_pid(self, lb_id: str) -> int | None:
         """The live haproxy master of ``lb_id``, or None."""
@@ -138,23 +151,46 @@ class LoadBalancers:
         peer = haproxy_config.peer_name(amphora_id)
 
         def check(staged: Path) -> None:
-            try:
-                haproxy.check(self.instance(lb_id), config=staged)
-            except CommandFailed as exc:
-                raise ConfigRejected("Invalid request", exc.details) from exc
+            self.check_config(lb_id, staged)
 
         with self.locks(lb_id):
-            lb_dir = files.ensure_dir(self.layout.lb_dir(lb_id))
+            lb_dir = files.ensure_dir(self.layout.lb_dir(lb_id), root=self.layout.base)
             peer_file = lb_dir / PEER_FILE
             if not peer_file.is_file() or peer_file.read_text().strip() != peer:  # spare an fsync
-                files.atomic_write(peer_file, peer.encode(), files.PUBLIC)
+                files.atomic_write(peer_file, peer.encode(), files.PUBLIC, root=self.layout.base)
             lifecycle.stage_check_commit(data, self.layout.haproxy_cfg(lb_id), files.PRIVATE, check)
+
+    def check_config(self, lb_id: str, staged: Path) -> None:
+        """The checks a staged config must pass (400 otherwise), before ``haproxy -c`` runs it.
+
+        Only the agent's own files (``confinement``); an SSL session cache the kernel can allocate
+        (``haproxy -c`` itself skips that allocation); then haproxy's verdict.
+        """
+        own = PurePosixPath(self.layout.stats_socket(lb_id)), PurePosixPath(self.layout.servers_state(lb_id))
+        with open(staged, encoding="utf-8") as lines:
+            found = confinement.problems(lines, *own)
+        if found:
+            raise ConfigRejected("Invalid request", "\n".join(found))
+        with open(staged, encoding="utf-8") as lines:
+            entries = haproxy_config.ssl_session_cache(lines)
+        limit = haproxy.allocation_limit()
+        if entries and limit is not None and entries * haproxy.SSL_CACHE_ENTRY_BYTES > limit:
+            raise ConfigRejected(
+                "Invalid request",
+                f"[ALERT] tune.ssl.cachesize {entries} needs about "
+                f"{entries * haproxy.SSL_CACHE_ENTRY_BYTES >> 20} MiB; this amphora can allocate "
+                f"{limit >> 20} MiB at once: haproxy would fail with 'Unable to allocate SSL session cache'",
+            )
+        try:
+            haproxy.check(self.instance(lb_id), config=staged, tuning=self._check_tuning())
+        except CommandFailed as exc:
+            raise ConfigRejected("Invalid request", exc.details) from exc
 
     def get_config(self, lb_id: str) -> bytes:
         """The stored config."""
         validation.object_id(lb_id, "loadbalancer")
         try:
-            return self.layout.haproxy_cfg(lb_id).read_bytes()
+            return files.read_bytes(self.layout.haproxy_cfg(lb_id), root=self.layout.base)
         except FileNotFoundError:
             self._require(lb_id)
             raise
@@ -169,7 +205,7 @@ class LoadBalancers:
             if action == "stop":
                 self._stop(lb_id)
                 return f"Listener {lb_id} stoped"
-            files.atomic_write(self.layout.desired_running(lb_id), b"", files.PUBLIC)
+            files.atomic_write(self.layout.desired_running(lb_id), b"", files.PUBLIC, root=self.layout.base)
             pid = self.master_pid(lb_id)
             details = STARTED.format(lb_id)
             if pid is None:
@@ -194,6 +230,7 @@ class LoadBalancers:
             LOG.info("announcement for %s skipped: %s", lb_id, error)
 
     def _start(self, lb_id: str) -> None:
+        files.ensure_dir(self.layout.lb_dir(lb_id), root=self.layout.base)  # haproxy writes in there
         netns.ensure(self.netns)
         stray = haproxy.masters_by_config(self.layout.base).get(self.layout.haproxy_cfg(lb_id))
         if stray is not None:  # its pid file went behind our back: two masters would share the ports
@@ -203,51 +240,48 @@ class LoadBalancers:
         LOG.info("haproxy for %s started (master %d)", lb_id, state.master_pid)
 
     def _reload(self, lb_id: str, pid: int) -> None:
-        config = haproxy_config.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
-        socket = Path(config.stats_socket) if config.stats_socket else None
-        state_file = Path(config.server_state_file or self.layout.servers_state(lb_id))
-        if socket is None or not haproxy.save_server_state(socket, state_file):
+        # the agent's own socket and state file: a stored config names no others (confinement)
+        socket, state_file = self.layout.stats_socket(lb_id), self.layout.servers_state(lb_id)
+        if not haproxy.save_server_state(socket, state_file, root=self.layout.base):
             LOG.warning("could not save the servers state of %s before reloading", lb_id)
         haproxy.reload(self.instance(lb_id), pid)
         LOG.info("haproxy for %s reloaded", lb_id)
 
     def _stop(self, lb_id: str) -> None:
-        files.remove(self.layout.desired_running(lb_id))
+        files.remove(self.layout.desired_running(lb_id), root=self.layout.base)
         pid = self.master_pid(lb_id)
         if pid is not None:
             haproxy.stop(pid)
             LOG.info("haproxy for %s stopped", lb_id)
-        files.remove(self.layout.pid_file(lb_id))
+        files.remove(self.layout.pid_file(lb_id), root=self.layout.base)
 
     def delete(self, lb_id: str) -> None:
         """Stop haproxy and remove the config, certificates, sockets and state (absent is fine)."""
         validation.object_id(lb_id, "listener")
         with self.locks(lb_id):
-            try:
-                config = haproxy_config.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
-            except OSError:  # never stored, deleted already, or removed behind our back
+            if not self.exists(lb_id):  # never stored, deleted already, removed behind our back, a link
                 self._delete_remains(lb_id)
                 return
             self._stop(lb_id)
-            files.remove(self.layout.stats_socket(lb_id))
-            if config.stats_socket:
-                files.remove(Path(config.stats_socket))
-            files.remove_tree(self.layout.cert_dir(lb_id))
-            files.remove_tree(self.layout.lb_dir(lb_id))
+            self._remove_files(lb_id)
             LOG.info("load balancer %s deleted", lb_id)
+
+    def _remove_files(self, lb_id: str) -> None:
+        """The agent's own files of ``lb_id``, whatever its config names; a link goes, never its target."""
+        files.remove(self.layout.stats_socket(lb_id), root=self.layout.base)
+        files.remove_tree(self.layout.cert_dir(lb_id), root=self.layout.certs)
+        files.remove_tree(self.layout.lb_dir(lb_id), root=self.layout.base)
 
     def _delete_remains(self, lb_id: str) -> None:
         """Delete what is left of a load balancer whose config is gone: its haproxy and its folder."""
         pid = self.master_pid(lb_id) or haproxy.masters_by_config(self.layout.base).get(
             self.layout.haproxy_cfg(lb_id)
         )
-        if pid is None and not self.layout.lb_dir(lb_id).exists():
+        if pid is None and not os.path.lexists(self.layout.lb_dir(lb_id)):
             return  # nothing here: deleting is a no-op (tenant certificates uploaded first are kept)
         if pid is not None:
             haproxy.stop(pid)
-        files.remove(self.layout.stats_socket(lb_id))
-        files.remove_tree(self.layout.cert_dir(lb_id))
-        files.remove_tree(self.layout.lb_dir(lb_id))
+        self._remove_files(lb_id)
         LOG.warning(
             "load balancer %s deleted (its configuration had been removed; haproxy pid %s)", lb_id, pid
         )
@@ -264,7 +298,9 @@ class LoadBalancers:
             str(self.layout.desired_running("*").relative_to(self.layout.base))
         ):
             lb_id = marker.parent.name
-            if lb_id not in stored and lb_id not in found:
+            # only load balancer folders: ``vrrp/running`` is keepalived's marker, not an orphan
+            ours = validation.is_object_id(lb_id) and files.is_real_dir(marker.parent)
+            if ours and lb_id not in stored and lb_id not in found:
                 found[lb_id] = "it should run, but cannot be started"
         return found
 
@@ -282,9 +318,11 @@ class LoadBalancers:
         rows: list[ListenerStatus] = []
         for lb_id in self.layout.lb_ids():
             try:
-                config = haproxy_config.parse_haproxy_config(self.layout.haproxy_cfg(lb_id).read_text())
-            except OSError:
-                continue  # removed behind our back between listing and reading
+                config = haproxy_config.parse_haproxy_config(
+                    files.read_bytes(self.layout.haproxy_cfg(lb_id), root=self.layout.base).decode()
+                )
+            except (OSError, UnicodeDecodeError, errors.UnsafePath):
+                continue  # removed (or replaced by a link) behind our back between listing and reading
             status: ListenerState = "ACTIVE" if self.is_running(lb_id) else "STOPPED"
             rows.extend(
                 ListenerStatus(status, f.id, f.type)

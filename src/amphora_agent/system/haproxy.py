@@ -11,15 +11,24 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from amphora_agent.errors import CommandFailed
+from amphora_agent.errors import CommandFailed, Unavailable
 from amphora_agent.system import files, proc
 
 CHECK_TIMEOUT = 60.0
+# ``haproxy -c`` runs in the amphora beside the running haproxys: at most this many at once (each
+# costs about 15 MiB and 30 ms of a core; callers wait for a slot, at most CHECK_TIMEOUT)
+MAX_CHECKS = 2
+_CHECK_SLOTS = threading.BoundedSemaphore(MAX_CHECKS)
+# The last -f of a check: haproxy -c otherwise allocates the whole SSL session cache (the controller
+# sizes it from the amphora's memory: about 270 MiB for 1 GiB), and its size changes no verdict.
+CHECK_TUNING = b"global\n    tune.ssl.cachesize 0\n"
+SSL_CACHE_ENTRY_BYTES = 250  # what haproxy 2.6 allocates per tune.ssl.cachesize entry (249.5 measured)
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
@@ -64,12 +73,53 @@ class MasterState:
     workers: tuple[int, ...]  # workers of the current generation (started by the last load)
 
 
-def check(instance: Instance, config: Path | None = None) -> str:
-    """Run ``haproxy -c`` on ``config`` (default: the instance's) with the run's other arguments."""
+def check_argv(instance: Instance, config: Path | None = None, tuning: Path | None = None) -> list[str]:
+    """``haproxy -c`` on ``config`` (default: the instance's) with the run's other arguments, then
+    ``tuning`` (a file holding CHECK_TUNING) so that the check allocates no SSL session cache."""
     args = instance.files_args()
     if config is not None:
         args[1] = str(config)
-    return proc.run([str(instance.cmd), "-c", *args], timeout=CHECK_TIMEOUT, failure="Invalid request")
+    if tuning is not None:
+        args[4:4] = ["-f", str(tuning)]
+    return [str(instance.cmd), "-c", *args]
+
+
+def check(instance: Instance, config: Path | None = None, tuning: Path | None = None) -> str:
+    """Run ``haproxy -c`` (see check_argv), at most MAX_CHECKS at once; its output."""
+    if not _CHECK_SLOTS.acquire(timeout=CHECK_TIMEOUT):
+        raise Unavailable("Too many configuration checks", f"{MAX_CHECKS} haproxy -c are running")
+    try:
+        argv = check_argv(instance, config, tuning)
+        return proc.run(argv, timeout=CHECK_TIMEOUT, failure="Invalid request")
+    finally:
+        _CHECK_SLOTS.release()
+
+
+def _meminfo(path: Path) -> dict[str, int]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if rest.split():
+            values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def allocation_limit(
+    meminfo: Path = Path("/proc/meminfo"), policy: Path = Path("/proc/sys/vm/overcommit_memory")
+) -> int | None:
+    """The largest single allocation the kernel grants a process now, in bytes (None: unknown).
+
+    Strict overcommit (2): what is left of the commit limit; otherwise (0, 1) RAM plus swap: the
+    kernel's heuristic refuses more, and with 1 haproxy would write it all and be killed.
+    """
+    try:
+        values = _meminfo(meminfo)
+        mode = int(policy.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if mode == 2:
+        return values.get("CommitLimit", 0) - values.get("Committed_AS", 0)
+    return values.get("MemTotal", 0) + values.get("SwapTotal", 0)
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -242,11 +292,11 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def save_server_state(stats_socket: Path, state_file: Path) -> bool:
+def save_server_state(stats_socket: Path, state_file: Path, root: Path | None = None) -> bool:
     """Dump ``show servers state`` to the state file so member health survives the reload."""
     try:
         text = stats_query(stats_socket, "show servers state")
     except OSError:
         return False
-    files.atomic_write(state_file, (text.rstrip("\n") + "\n").encode(), files.PUBLIC)
+    files.atomic_write(state_file, (text.rstrip("\n") + "\n").encode(), files.PUBLIC, root=root)
     return True

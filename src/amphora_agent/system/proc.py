@@ -64,7 +64,8 @@ def detach(
     The process outlives the agent, as haproxy does; ``argv`` must not fork into the background itself.
     """
     full = in_netns(["setsid", "-f", *argv], netns)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    # a link in the log's place is refused (ELOOP), never appended through
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
     try:
         done = _completed(full, failure, 10.0, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env)
     finally:
