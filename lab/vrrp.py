@@ -53,9 +53,15 @@ DEFAULT_TIMERS = Timers()
 FAST_TIMERS = Timers("fastest VRRPv2 (the controller's config)", 1, 1, 1, 1)
 
 
-def keepalived_config(fixtures: Path, index: int, base: Path, timers: Timers = DEFAULT_TIMERS) -> bytes:
-    """The controller's VRRP config of amphora ``index`` (0 MASTER, 1 BACKUP) for this base path."""
-    text = (fixtures / "keepalived" / KEEPALIVED_FIXTURES[index]).read_text()
+def keepalived_config(
+    fixtures: Path, index: int, base: Path, timers: Timers = DEFAULT_TIMERS, release: str = ""
+) -> bytes:
+    """The controller's VRRP config of amphora ``index`` (0 MASTER, 1 BACKUP) for this base path;
+    ``release`` picks an older controller's rendering (``14.0.0``: ``state`` with ``nopreempt``)."""
+    name = KEEPALIVED_FIXTURES[index]
+    text = (
+        fixtures / "keepalived" / (name.replace(".conf", f"-{release}.conf") if release else name)
+    ).read_text()
     text = text.replace("/var/lib/octavia", str(base))
     text = re.sub(r"(?m)^(\s+)interval \d+$", rf"\g<1>interval {timers.interval}", text)
     text = re.sub(r"(?m)^(\s+)fall \d+$", rf"\g<1>fall {timers.fall}", text)

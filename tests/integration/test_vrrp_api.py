@@ -100,6 +100,25 @@ def test_controller_configs_are_accepted_with_their_warnings_logged(
     assert keepalived_pid(amp) is None  # an upload starts nothing
 
 
+def test_older_controllers_state_master_with_nopreempt_is_accepted_and_runs(
+    amp: namespaces.Amphora, fixtures_dir: Path, lb: str
+) -> None:
+    """A controller up to 2024.1 renders ``state MASTER`` with ``nopreempt`` (vrrp-*-14.0.0.conf):
+    stored (200), keepalived's "nopreempt will not work" warning logged, and it runs and takes the VIP."""
+    with amp.client() as api:
+        for index in (1, 0):  # the BACKUP's config has no warning; the MASTER's is stored last
+            body = keepalived_config(fixtures_dir, index, amp.base, TIMERS, release="14.0.0")
+            assert (b"state MASTER" if index == 0 else b"state BACKUP") in body
+            reply = api.put("/1.0/vrrp/upload", content=body)
+            assert reply.status_code == 200, reply.text
+            assert (amp.base / "vrrp" / "octavia-keepalived.conf").read_bytes() == body
+        assert api.put("/1.0/vrrp/start").json() == {"message": "OK", "details": "keepalived started"}
+    assert namespaces.wait_until(lambda: holds_vip(amp), 10), "keepalived never became MASTER"
+    log = amp.log_file.read_text()
+    assert "VRRP config accepted with a keepalived warning" in log
+    assert "nopreempt will not work with initial state MASTER - clearing" in log
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [

@@ -52,6 +52,19 @@ def test_controller_vrrp_config_has_only_warnings() -> None:
     assert config_text.classify("").ok
 
 
+def test_older_controllers_state_master_with_nopreempt_is_a_warning() -> None:
+    """Controllers up to 2024.1 render ``state MASTER`` with ``nopreempt``: keepalived clears
+    nopreempt and runs; that is accepted and logged, never a 400 (keepalived 2.2.7's own words)."""
+    older = CONTROLLER_VRRP_TEST + (
+        "(1255f92418da44a0aad723512f2c0594) Warning - nopreempt will not work with initial state MASTER"
+        " - clearing\n"
+    )
+    verdict = config_text.classify(older)
+    assert verdict.ok
+    assert verdict.warnings[-1].endswith("initial state MASTER - clearing")
+    assert "2024.1" in (config_text.warning_reason(verdict.warnings[-1]) or "")
+
+
 @pytest.mark.parametrize(
     "line",
     [

@@ -32,6 +32,11 @@ WARNINGS: tuple[tuple[re.Pattern[str], str], ...] = (
         "scripts run as root",
     ),
     (re.compile(r"^NOTICE: "), "a tuning hint"),
+    (
+        re.compile(r"Warning - nopreempt will not work with initial state MASTER - clearing"),
+        "controllers up to 2024.1 render 'state MASTER' with 'nopreempt': keepalived drops nopreempt, "
+        "so that MASTER preempts (as it did with the existing agent)",
+    ),
 )
 # Lines of a checker dry start that are diagnostics although they carry no "(file: Line n)" prefix.
 UNPREFIXED_FATAL = re.compile(
