@@ -67,6 +67,16 @@ def configuration() -> str:
     for (group, name), (attr, option) in settings.OPTIONS.items():
         field = fields[attr]
         kind = _type_name(str(field.type))
+        kind = {
+            settings.PORT: "port, 1-65535",
+            settings.FACILITY: "integer, 0-7",
+            settings.POSITIVE: "integer, at least 1",
+            settings._path: "absolute path",
+            settings._optional_path: "absolute path, optional",
+            settings._ip: "IP address",
+            settings._netns: "namespace name",
+            settings._syslog_facility: "syslog facility",
+        }.get(option.parse, kind)
         choices = _choices(option.parse)
         if choices:
             kind = "one of " + ", ".join(f"`{c}`" for c in choices)
@@ -81,9 +91,20 @@ def configuration() -> str:
         "with `PUT /1.0/config`) works unchanged. Lists are comma separated; when an option repeats, the "
         "last value wins; unknown sections and options are logged and ignored; an invalid value makes "
         "the agent refuse to start (or `PUT /1.0/config` answer 400, changing nothing).\n",
+        "\n`PUT /1.0/config` stores a file only when the agent could start with it: every value of its "
+        "type and range (the type column), paths absolute, `bind_host` an IP address, the "
+        "`agent_server_cert` (certificate followed by its key) and the `agent_server_ca` files load as "
+        "the agent's TLS context loads them, `haproxy_cmd` is an executable file, and "
+        "`log_config_append` (when set) is a file `logging.config.fileConfig` takes. Otherwise it answers "
+        "400 `Invalid configuration file` with the reasons, and neither the file nor the settings in "
+        "force change.\n",
         "\n**Live** options take effect as soon as `PUT /1.0/config` (`amphoractl config push FILE`) "
-        "stores a new file; a change to any other option is logged and applies at the next start of "
-        "the agent.\n",
+        "stores a new file: the heartbeat targets, key and interval at the next beat, the topology at "
+        "once, `debug` and `log_config_append` in the agent's logging at once (unsetting "
+        "`log_config_append` brings back the default logging). A change to any other option (**live: "
+        "no**) is logged and applies at the next start of the agent: the API's address, port and TLS "
+        "files (`PUT /1.0/certificate` replaces the certificate without a restart), the folders, the "
+        "namespace, the haproxy binary, the facilities and syslog.\n",
     ]
     for group, rows in groups.items():
         out.append(f"\n## [{group}]\n\n")

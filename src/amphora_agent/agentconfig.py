@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from amphora_agent import settings
+from amphora_agent import preflight, settings
 from amphora_agent.errors import InvalidInput
 from amphora_agent.settings import LiveSettings
 from amphora_agent.system import files
@@ -21,7 +21,8 @@ class AgentConfig:
         self._lock = threading.Lock()  # the file written and the settings applied come from one upload
 
     def put(self, body: bytes) -> list[str]:
-        """Parse first (a bad file changes nothing), then write and apply; return ignored options."""
+        """Parse and check first (a file the agent could not start with changes nothing), then write
+        and apply; return the options that take effect at the next start."""
         if not body.strip():  # would silently drop the heartbeat key and targets
             raise InvalidInput("Invalid configuration file", "the file is empty")
         try:
@@ -31,6 +32,9 @@ class AgentConfig:
         with self._lock:
             current = self._live.current
             new = settings.parse_ini(text, current.config_file)
+            problems = preflight.problems(new)
+            if problems:  # the agent could not start with this file: keep the one it can start with
+                raise InvalidInput("Invalid configuration file", "; ".join(problems))
             if current.config_file is not None:
                 files.atomic_write(current.config_file, body, files.PRIVATE)
             applied, ignored = settings.mutable_update(current, new)

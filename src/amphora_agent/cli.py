@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import logging.config
-import logging.handlers
 import socket
 import sys
 from pathlib import Path
@@ -14,32 +12,10 @@ from pathlib import Path
 from amphora_agent import __version__, settings
 from amphora_agent.api import create_app
 from amphora_agent.errors import AgentError
-from amphora_agent.settings import Settings
+from amphora_agent.logs import LogSetup
 from amphora_agent.wiring import Agent, wire
 
 LOG = logging.getLogger("amphora_agent")
-
-
-def configure_logging(settings: Settings) -> None:
-    """stderr logging at INFO (DEBUG with ``debug``), syslog or a logging file when configured."""
-    if settings.log_config_append and settings.log_config_append.is_file():
-        logging.config.fileConfig(settings.log_config_append, disable_existing_loggers=False)
-        return
-    root = logging.getLogger()
-    root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    if settings.use_syslog and Path("/dev/log").exists():
-        facility = settings.syslog_log_facility.lower().removeprefix("log_")
-        code = logging.handlers.SysLogHandler.facility_names.get(facility, 1 << 3)
-        root.addHandler(logging.handlers.SysLogHandler("/dev/log", code))
-
-
-def follow_debug(new: Settings) -> None:
-    """``debug`` is live: a ``PUT /1.0/config`` that changes it changes the log level at once."""
-    logging.getLogger().setLevel(logging.DEBUG if new.debug else logging.INFO)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -135,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except AgentError as exc:
         print(f"amphora-agent: {exc.message}: {exc.details}", file=sys.stderr)
         return 2
-    configure_logging(loaded)
+    logs = LogSetup(loaded)
     try:
         agent = wire(loaded)
-        agent.live.subscribe(follow_debug)
+        agent.live.subscribe(logs.follow)  # debug and log_config_append are live
         asyncio.run(serve(agent))
     except (AgentError, OSError) as exc:
         LOG.error("cannot start: %s", exc)

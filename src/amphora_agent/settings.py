@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import ipaddress
 import logging
+import logging.handlers
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,11 +59,56 @@ def _optional(text: str) -> str | None:
 
 
 def _path(text: str) -> Path:
-    return Path(text.strip())
+    path = Path(text.strip())
+    if not path.is_absolute():  # relative to what? The agent's working folder is nobody's choice
+        raise ValueError(f"{text.strip()!r} is not an absolute path")
+    return path
+
+
+def _optional_path(text: str) -> Path | None:
+    return _path(text) if text.strip() else None
 
 
 def _str(text: str) -> str:
     return text.strip()
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"{value} is not in {low}..{'' if high is None else high}")
+        return value
+
+    return parse
+
+
+def _ip(text: str) -> str:
+    value = text.strip()
+    ipaddress.ip_address(value)  # ValueError names the value; the existing agent's option is an IP too
+    return value
+
+
+_NETNS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}")
+
+
+def _netns(text: str) -> str:
+    value = text.strip()
+    if not _NETNS.fullmatch(value):  # it becomes /run/netns/<name>
+        raise ValueError(f"{value!r} is not a network namespace name ([A-Za-z0-9_.-], up to 63)")
+    return value
+
+
+def _syslog_facility(text: str) -> str:
+    value = text.strip()
+    if value.lower().removeprefix("log_") not in logging.handlers.SysLogHandler.facility_names:
+        raise ValueError(f"{value!r} is not a syslog facility (LOG_USER, LOG_LOCAL0 ... LOG_LOCAL7)")
+    return value
+
+
+PORT = _int_range(1, 65535)
+FACILITY = _int_range(0, 7)
+POSITIVE = _int_range(1)
 
 
 @dataclass(frozen=True)
@@ -123,11 +171,11 @@ for _attr, _group, _parse, _mutable, _help in (
     (
         "agent_server_network_dir",
         "amphora_agent",
-        lambda t: _path(t) if t.strip() else None,
+        _optional_path,
         False,
         "Directory of the interface files (default /etc/octavia/interfaces/).",
     ),
-    ("agent_request_read_timeout", "amphora_agent", int, False, "Seconds a request may take."),
+    ("agent_request_read_timeout", "amphora_agent", POSITIVE, False, "Seconds a request may take."),
     (
         "agent_tls_protocol",
         "amphora_agent",
@@ -136,41 +184,47 @@ for _attr, _group, _parse, _mutable, _help in (
         "Lowest TLS version accepted (TLS 1.2 is always accepted).",
     ),
     ("amphora_id", "amphora_agent", _optional, False, "This amphora's UUID."),
-    ("administrative_log_facility", "amphora_agent", int, False, "Syslog facility for admin logs (0-7)."),
-    ("user_log_facility", "amphora_agent", int, False, "Syslog facility for tenant logs (0-7)."),
+    (
+        "administrative_log_facility",
+        "amphora_agent",
+        FACILITY,
+        False,
+        "Syslog facility for admin logs (0-7).",
+    ),
+    ("user_log_facility", "amphora_agent", FACILITY, False, "Syslog facility for tenant logs (0-7)."),
     (
         "network_namespace",
         "amphora_agent",
-        _str,
+        _netns,
         False,
         "Network namespace that holds haproxy and the tenant NICs (extension).",
     ),
     (
         "pci_rescan_file",
         "amphora_agent",
-        lambda t: _path(t) if t.strip() else None,
+        _optional_path,
         False,
         "Written when a plug finds no NIC with the MAC; empty disables the rescan (extension).",
     ),
     ("base_path", "haproxy_amphora", _path, False, "Where load balancer configs and sockets live."),
     ("base_cert_dir", "haproxy_amphora", _path, False, "Where tenant TLS material lives."),
-    ("bind_host", "haproxy_amphora", _str, False, "Address the API listens on."),
-    ("bind_port", "haproxy_amphora", int, False, "Port the API listens on."),
+    ("bind_host", "haproxy_amphora", _ip, False, "Address the API listens on."),
+    ("bind_port", "haproxy_amphora", PORT, False, "Port the API listens on."),
     ("haproxy_cmd", "haproxy_amphora", _path, False, "The haproxy binary."),
     ("controller_ip_port_list", "health_manager", _list, True, "Health managers, ip:port, comma separated."),
-    ("heartbeat_interval", "health_manager", int, True, "Seconds between heartbeats."),
+    ("heartbeat_interval", "health_manager", POSITIVE, True, "Seconds between heartbeats."),
     ("heartbeat_key", "health_manager", _optional, True, "HMAC key of the heartbeats."),
     ("loadbalancer_topology", "controller_worker", _choice(TOPOLOGIES), True, "SINGLE or ACTIVE_STANDBY."),
     ("debug", "DEFAULT", _bool, True, "Log at debug level."),
     (
         "log_config_append",
         "DEFAULT",
-        lambda t: _path(t) if t.strip() else None,
+        _optional_path,
         True,
         "A logging configuration file (fileConfig format).",
     ),
     ("use_syslog", "DEFAULT", _bool, False, "Also log to syslog."),
-    ("syslog_log_facility", "DEFAULT", _str, False, "Syslog facility of the agent's own log."),
+    ("syslog_log_facility", "DEFAULT", _syslog_facility, False, "Syslog facility of the agent's own log."),
 ):
     _register(_attr, Option(_group, _attr, _parse, _mutable, _help))
 

@@ -62,7 +62,8 @@ def test_overlapping_agent_config_uploads(agent: Agent) -> None:
     """Overlapping PUT /1.0/config: all 202, and the file is one whole upload."""
     text = agent.render((FIXTURES / "agent" / "amphora-agent-updated.conf").read_text())
     bodies = [
-        text.replace("heartbeat_interval = 10", f"heartbeat_interval = {n}").encode() for n in range(THREADS)
+        text.replace("heartbeat_interval = 10", f"heartbeat_interval = {n}").encode()
+        for n in range(1, THREADS + 1)
     ]
     config_file = agent.settings.config_file
     assert config_file is not None
