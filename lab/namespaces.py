@@ -36,6 +36,8 @@ from amphora_agent.system import files
 from lab import configs
 
 CLONE_NEWNET = 0x40000000
+# the agents' haproxy_cmd; scripts/haproxy_check_twice.py runs every check both ways (lab/verdicts.py)
+HAPROXY_CMD = os.environ.get("AMPHORA_HAPROXY_CMD", "/usr/sbin/haproxy")
 _counter = itertools.count(1)
 T = TypeVar("T")
 
@@ -158,7 +160,7 @@ class Amphora:
                 "base_cert_dir": str(self.base / "certs"),
                 "bind_host": "::",
                 "bind_port": "9443",
-                "haproxy_cmd": "/usr/sbin/haproxy",
+                "haproxy_cmd": HAPROXY_CMD,
             },
             "health_manager": {"controller_ip_port_list": "", "heartbeat_interval": "10"},
             "amphora_agent": {

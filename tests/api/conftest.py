@@ -109,6 +109,7 @@ def agent(workdir: Path) -> Iterator[Agent]:
         workdir / "ca.pem",
     )
     text = text.replace("[amphora_agent]\n", f"[amphora_agent]\nnetwork_namespace = {namespace}\n")
+    text = text.replace("haproxy_cmd = /usr/sbin/haproxy", f"haproxy_cmd = {namespaces.HAPROXY_CMD}")
     files.atomic_write(workdir / "amphora-agent.conf", text.encode())
     wired = wire(settings.load(workdir / "amphora-agent.conf"))
     try:
