@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(haproxy keepalived iproute2 nftables ipvsadm util-linux netcat-openbsd python3-venv)
+packages=(haproxy keepalived iproute2 nftables ipvsadm util-linux netcat-openbsd python3-venv time)
 # the amphora image build (make image) and the VM tests: qemu, config drives, DHCP for the VM
 packages+=(mmdebstrap qemu-system-x86 qemu-utils genisoimage dnsmasq-base syslinux syslinux-common mtools
   dosfstools fdisk e2fsprogs)

@@ -178,17 +178,25 @@ def test_linked_log_file_is_not_appended_through(agent: Agent, decoy: Decoy) -> 
 
 
 @pytest.mark.integration
-def test_reload_saves_state_only_to_the_agents_file(agent: Agent, decoy: Decoy) -> None:
-    """A stored config naming another state file: the reload dumps the state into the agent's own."""
+@pytest.mark.parametrize("named", ["servers-state", "victim"], ids=["state-file", "stats-socket"])
+def test_a_stored_config_naming_other_files_is_not_loaded(agent: Agent, decoy: Decoy, named: str) -> None:
+    """A stored config changed behind the agent's back (or kept from an older agent) to name other
+    files: reload answers 500 and haproxy keeps its config; a start is refused the same way."""
     from tests.api import test_actions
 
     lb = test_actions.LB
     text = test_actions.config(agent, "one").decode()
-    put = f"/1.0/loadbalancer/{AMP_ID}/{lb}/haproxy"
-    assert agent.client.put(put, content=text.encode()).status_code == 202
+    assert (
+        agent.client.put(f"/1.0/loadbalancer/{AMP_ID}/{lb}/haproxy", content=text.encode()).status_code == 202
+    )
     assert agent.client.put(f"/1.0/loadbalancer/{lb}/reload").status_code == 202  # starts it
-    own = str(agent.layout.servers_state(lb))
-    agent.layout.haproxy_cfg(lb).write_text(text.replace(own, str(decoy.path("servers-state"))))
     assert agent.client.put(f"/1.0/loadbalancer/{lb}/reload").status_code == 202
-    assert "# be_id" in agent.layout.servers_state(lb).read_text()
+    assert "# be_id" in agent.layout.servers_state(lb).read_text()  # the agent's own state file
+    own = str(agent.layout.servers_state(lb) if named == "servers-state" else agent.layout.stats_socket(lb))
+    agent.layout.haproxy_cfg(lb).write_text(text.replace(own, str(decoy.path(named))))
+    for action in ("reload", "stop", "start"):
+        reply = agent.client.put(f"/1.0/loadbalancer/{lb}/{action}")
+        assert reply.status_code == (202 if action == "stop" else 500), reply.text
+        if action != "stop":
+            assert reply.json()["message"] == "Refusing the stored configuration"
     assert agent.client.delete(f"/1.0/listeners/{lb}").status_code == 200

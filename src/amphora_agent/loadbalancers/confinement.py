@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
-from amphora_agent.loadbalancers.haproxy_config import Word, words
+from amphora_agent.loadbalancers.haproxy_config import Word, keyword, words
 
 REFUSED = {
     "lua-load": "it runs a Lua script while the config is parsed, even by haproxy -c",
@@ -26,6 +26,9 @@ REFUSED = {
     "unix-bind": "it moves the UNIX sockets haproxy creates away from the agent's folder",
     "program": "haproxy's master would start that program",
 }
+
+
+_KEYWORDS = frozenset(REFUSED) | {"stats", "server-state-file", "bind", "peer"}
 
 
 def _same_path(word: Word, expected: PurePosixPath) -> bool:
@@ -65,6 +68,9 @@ def problems(lines: Iterable[str], stats_socket: PurePosixPath, state_file: Pure
     """Why this config could make haproxy or the agent touch files outside their folder, by line."""
     found = []
     for number, line in enumerate(lines, 1):
+        first = keyword(line)
+        if first is not None and first not in _KEYWORDS:
+            continue  # most lines: not one of the keywords above, told without cutting the line
         args = words(line)
         problem = _line_problem(args, stats_socket, state_file) if args else None
         if problem is not None:

@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 PROMETHEUS_FRONTEND = "prometheus-exporter-internal-endpoint"
 _SECTION = re.compile(
@@ -44,8 +45,7 @@ class HaproxyConfig:
         return [f.id for f in self.frontends if f.id != PROMETHEUS_FRONTEND]
 
 
-@dataclass(frozen=True)
-class Word:
+class Word(NamedTuple):
     """One argument as haproxy reads it: quotes and escapes resolved; ``expands`` when it holds a
     ``$`` inside double quotes (haproxy puts an environment variable there)."""
 
@@ -53,12 +53,26 @@ class Word:
     expands: bool = False
 
 
+_FIRST = re.compile(r"[ \t]*([^ \t#]*)")
+SECTIONS = frozenset(("global", "defaults", "frontend", "backend", "listen", "peers", "resolvers"))
+SECTIONS |= {"userlist", "program", "http-errors", "ring", "cache", "mailers"}
+
+
+def keyword(line: str) -> str | None:
+    """The first word of a line without quotes or escapes ("" for a blank or comment line), fast; None
+    when it has some: only ``words`` can tell then."""
+    if "\\" in line or '"' in line or "'" in line:
+        return None
+    match = _FIRST.match(line)
+    return match[1] if match else ""
+
+
 def words(line: str) -> list[Word]:
     """Cut a config line into arguments exactly as haproxy 2.6 does (its manual, 2.2): backslash
     escapes (``\\xNN`` too), weak ``"..."`` and strong ``'...'`` quoting, ``#`` comments."""
     line = line.rstrip("\r\n")
     if "\\" not in line and '"' not in line and "'" not in line:  # the common case, at C speed
-        return [Word(text) for text in _BLANKS.split(line.split("#", 1)[0]) if text]
+        return [Word(text) for text in _BLANKS.split(line.split("#", 1)[0].strip(" \t")) if text]
     out: list[Word] = []
     chars: list[str] = []
     started = expands = False
@@ -112,6 +126,9 @@ def ssl_session_cache(lines: Iterable[str]) -> int:
     """
     entries, tls_bind, section = 20000, False, ""
     for raw in lines:
+        first = keyword(raw)
+        if first is not None and first not in _CACHE_KEYWORDS:
+            continue
         args = words(raw)
         if not args:
             continue
@@ -122,6 +139,9 @@ def ssl_session_cache(lines: Iterable[str]) -> int:
         elif args[0].text == "bind" and any(arg.text == "ssl" for arg in args[2:]):
             tls_bind = True
     return entries if tls_bind and 0 < entries <= INT_MAX else 0
+
+
+_CACHE_KEYWORDS = SECTIONS | {"tune.ssl.cachesize", "bind"}
 
 
 def peer_name(amphora_id: str) -> str:

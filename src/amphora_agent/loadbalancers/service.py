@@ -166,9 +166,7 @@ class LoadBalancers:
         Only the agent's own files (``confinement``); an SSL session cache the kernel can allocate
         (``haproxy -c`` itself skips that allocation); then haproxy's verdict.
         """
-        own = PurePosixPath(self.layout.stats_socket(lb_id)), PurePosixPath(self.layout.servers_state(lb_id))
-        with open(staged, encoding="utf-8") as lines:
-            found = confinement.problems(lines, *own)
+        found = self._foreign_files(lb_id, staged)
         if found:
             raise ConfigRejected("Invalid request", "\n".join(found))
         with open(staged, encoding="utf-8") as lines:
@@ -185,6 +183,22 @@ class LoadBalancers:
             haproxy.check(self.instance(lb_id), config=staged, tuning=self._check_tuning())
         except CommandFailed as exc:
             raise ConfigRejected("Invalid request", exc.details) from exc
+
+    def _foreign_files(self, lb_id: str, config: Path) -> list[str]:
+        """What ``config`` names outside the agent's files (``confinement``), by line."""
+        own = PurePosixPath(self.layout.stats_socket(lb_id)), PurePosixPath(self.layout.servers_state(lb_id))
+        with open(config, encoding="utf-8", errors="replace") as lines:
+            return confinement.problems(lines, *own)
+
+    def _check_stored(self, lb_id: str) -> None:
+        """A stored config is checked again before haproxy loads it: one stored by an older agent, or
+        changed behind the agent's back, never makes haproxy create files outside the agent's folders."""
+        found = self._foreign_files(lb_id, self.layout.haproxy_cfg(lb_id))
+        if found:
+            raise errors.UnsafePath(
+                "Refusing the stored configuration",
+                "it names files outside the agent's folders:\n" + "\n".join(found),
+            )
 
     def get_config(self, lb_id: str) -> bytes:
         """The stored config."""
@@ -231,6 +245,7 @@ class LoadBalancers:
 
     def _start(self, lb_id: str) -> None:
         files.ensure_dir(self.layout.lb_dir(lb_id), root=self.layout.base)  # haproxy writes in there
+        self._check_stored(lb_id)
         netns.ensure(self.netns)
         stray = haproxy.masters_by_config(self.layout.base).get(self.layout.haproxy_cfg(lb_id))
         if stray is not None:  # its pid file went behind our back: two masters would share the ports
@@ -240,6 +255,7 @@ class LoadBalancers:
         LOG.info("haproxy for %s started (master %d)", lb_id, state.master_pid)
 
     def _reload(self, lb_id: str, pid: int) -> None:
+        self._check_stored(lb_id)
         # the agent's own socket and state file: a stored config names no others (confinement)
         socket, state_file = self.layout.stats_socket(lb_id), self.layout.servers_state(lb_id)
         if not haproxy.save_server_state(socket, state_file, root=self.layout.base):
