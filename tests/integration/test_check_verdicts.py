@@ -190,3 +190,18 @@ def test_a_cache_the_kernel_cannot_grant_is_refused_as_haproxy_refuses_it(checke
         checker.lbs.check_config(LB, staged)
     assert "Unable to allocate SSL session cache" in (refused.value.details or "")
     assert "ALERT" in (refused.value.details or "")
+
+
+def test_the_tuning_file_is_restored_before_each_check(checker: Checker) -> None:
+    """Changed, or replaced by a link, the check's tuning file is written anew before the check runs."""
+    tuning = checker.lbs.layout.check_tuning
+    lb_id, staged = _staged(checker, "restore", SINGLE(checker))
+    for tamper in ("content", "link"):
+        tuning.unlink()
+        if tamper == "content":
+            tuning.write_text("global\n    tune.ssl.cachesize 999999999\n")
+        else:
+            tuning.symlink_to(checker.root / "elsewhere")
+        checker.lbs.check_config(lb_id, staged)
+        assert not tuning.is_symlink() and tuning.read_bytes() == haproxy.CHECK_TUNING
+    assert not (checker.root / "elsewhere").exists()

@@ -10,7 +10,7 @@ import pytest
 
 from amphora_agent.errors import UnsafePath
 from amphora_agent.loadbalancers import confinement
-from amphora_agent.loadbalancers.haproxy_config import Word, atoi, ssl_session_cache, words
+from amphora_agent.loadbalancers.haproxy_config import Word, atoi, keyword, ssl_session_cache, words
 from amphora_agent.system import files
 from tests.conftest import FIXTURES
 
@@ -89,8 +89,26 @@ def test_ssl_session_cache_of_the_fixtures(name: str, entries: int) -> None:
     ids=["default", "zero", "last-wins", "server-ssl-only", "negative", "over-int"],
 )
 def test_ssl_session_cache(text: str, entries: int) -> None:
-    """Allocated only for TLS binds; haproxy refuses negative and overflowing values on its own."""
+    """Allocated only for TLS binds; haproxy refuses negative and overflowing values on its own.
+    Lines read from a file (newlines kept) count the same."""
     assert ssl_session_cache(text.splitlines()) == entries
+    assert ssl_session_cache(text.splitlines(keepends=True)) == entries
+
+
+@pytest.mark.parametrize(
+    ("line", "first"),
+    [
+        ("global\n", "global"),
+        ("    bind :80\n", "bind"),
+        ("\n", ""),
+        ("# x\n", ""),
+        ("a#b", "a"),
+        ('"x" y', None),
+    ],
+)
+def test_keyword(line: str, first: str | None) -> None:
+    """The first word without cutting the line (newline left out); None when quoting needs ``words``."""
+    assert keyword(line) == first
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (FIXTURES / "haproxy").iterdir()))
@@ -129,7 +147,7 @@ def test_controller_fixtures_name_only_the_agents_files(name: str) -> None:
 )
 def test_line_rules(line: str, problem: str | None) -> None:
     """One rule per line: the agent's own paths pass; other files, Lua, programs and rings do not."""
-    found = confinement.problems(["global", line], SOCKET, STATE)
+    found = confinement.problems(["global\n", line + "\n"], SOCKET, STATE)
     if problem is None:
         assert found == []
     else:

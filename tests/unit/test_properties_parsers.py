@@ -248,3 +248,24 @@ def test_persisted_counters_keep_only_integers(data: Any) -> None:
     for values in samples.parse_counters(data).values():
         assert values and set(values) <= set(samples.COUNTER_FIELDS)
         assert all(type(v) is int for v in values.values())
+
+
+# -- the haproxy word cutter and its fast first-word look ----------------------------------------------------
+LINE_PIECES = st.lists(
+    st.sampled_from([" ", "\t", "#", '"', "'", "\\", "$", "x", "lua-load", "stats", "socket", "/a", "\\x2d"])
+    | st.text(alphabet=string.printable.strip() + " \t", max_size=4),
+    max_size=12,
+)
+
+
+@given(LINE_PIECES, st.sampled_from(["", "\n"]))
+@settings(max_examples=300)
+def test_keyword_agrees_with_words(pieces: list[str], end: str) -> None:
+    """For any line (as read from a file: one newline at most, at its end), the fast first word, when
+    it can tell, is the first word haproxy's cutting gives."""
+    line = "".join(pieces) + end
+    first = haproxy_config.keyword(line)
+    cut = haproxy_config.words(line)
+    if first is not None:
+        assert first == (cut[0].text if cut else "")
+    assert all(isinstance(word.text, str) for word in cut)

@@ -53,7 +53,7 @@ class Word(NamedTuple):
     expands: bool = False
 
 
-_FIRST = re.compile(r"[ \t]*([^ \t#]*)")
+_FIRST = re.compile(r"[ \t]*([^ \t#\r\n]*)")
 SECTIONS = frozenset(("global", "defaults", "frontend", "backend", "listen", "peers", "resolvers"))
 SECTIONS |= {"userlist", "program", "http-errors", "ring", "cache", "mailers"}
 

@@ -85,7 +85,7 @@ class LoadBalancers:
         try:
             if files.read_bytes(path, root=self.layout.base) == haproxy.CHECK_TUNING:
                 return path
-        except OSError:
+        except (OSError, errors.UnsafePath):  # missing, or a link in its place: written anew
             pass
         files.atomic_write(path, haproxy.CHECK_TUNING, files.PUBLIC, root=self.layout.base)
         return path
