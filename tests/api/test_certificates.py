@@ -66,6 +66,25 @@ def test_delete_certificate(agent: Agent) -> None:
     assert agent.client.get(cert_url(pem.name)).status_code == 404
 
 
+@pytest.mark.parametrize("length", [200, 235, 236, 250, 251, 252, 253, 254, 255])
+def test_long_names_up_to_the_file_system_limit_work(agent: Agent, length: int) -> None:
+    """Every name the name check accepts (up to 255 bytes) is stored, read and deleted: never a 500."""
+    name = "n" * (length - 4) + ".pem"
+    url = cert_url(name)
+    body = (FIXTURES / "certs" / MULTI_LB / MULTI_CERTS[0].name).read_bytes()
+    assert agent.client.put(url, content=body).status_code == 200
+    assert agent.client.get(url).json() == {"md5sum": md5(body)}
+    assert agent.client.delete(url).status_code == 200
+    assert agent.client.get(url).status_code == 404
+
+
+def test_a_name_over_the_file_system_limit_is_400(agent: Agent) -> None:
+    """256 bytes: refused by the name check, nothing written."""
+    before = agent.tree()
+    assert agent.client.put(cert_url("n" * 252 + ".pem"), content=b"x").status_code == 400
+    assert agent.tree() == before
+
+
 @pytest.mark.parametrize("method", ["PUT", "GET", "DELETE"])
 @pytest.mark.parametrize("name", ["x.txt", "apem", "a.PEM", ".pem", "..pem", "a.pem.txt"])
 def test_bad_filename_is_400(agent: Agent, method: str, name: str) -> None:
