@@ -23,11 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-from lab import namespaces
-from lab.configs import VIP, fixed_id
-from lab.decoy import Decoy
-from lab.namespaces import preflight
-
 from amphora_agent.system import haproxy
 from bench.common import (
     AgentClient,
@@ -41,6 +36,10 @@ from bench.common import (
     proc_status,
     start_serving,
 )
+from lab import namespaces
+from lab.configs import VIP, fixed_id
+from lab.decoy import Decoy
+from lab.namespaces import preflight
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "controller"
 MULTI = "1255f924-18da-44a0-aad7-23512f2c0594"

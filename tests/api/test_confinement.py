@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from lab.decoy import Decoy
 
+from lab.decoy import Decoy
 from tests.api.conftest import AMP_ID, SINGLE_LB, Agent
 
 CERT = "0fea25e0-aaaa-4bbb-8ccc-000000000001.pem"

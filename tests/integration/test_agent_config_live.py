@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from lab import namespaces
 
+from lab import namespaces
 from tests.api.test_agent_config import LOGGING_INI
 
 pytestmark = pytest.mark.integration

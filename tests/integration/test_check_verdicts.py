@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lab import configs, verdicts
 
 from amphora_agent.errors import ConfigRejected
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers.service import LoadBalancers
 from amphora_agent.settings import LiveSettings, Settings
 from amphora_agent.system import haproxy
+from lab import configs, verdicts
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.integration
