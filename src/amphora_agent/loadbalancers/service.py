@@ -169,9 +169,9 @@ class LoadBalancers:
         found = self._foreign_files(lb_id, staged)
         if found:
             raise ConfigRejected("Invalid request", "\n".join(found))
-        with open(staged, encoding="utf-8") as lines:
+        with open(staged, encoding="utf-8", errors="replace") as lines:
             entries = haproxy_config.ssl_session_cache(lines)
-        limit = haproxy.allocation_limit()
+        limit = haproxy.allocation_limit() if entries else None
         if entries and limit is not None and entries * haproxy.SSL_CACHE_ENTRY_BYTES > limit:
             raise ConfigRejected(
                 "Invalid request",
