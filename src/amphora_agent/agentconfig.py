@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
+from pathlib import Path
 
 from amphora_agent import preflight, settings
 from amphora_agent.errors import InvalidInput
@@ -20,15 +22,22 @@ class AgentConfig:
         self._live = live
         self._lock = threading.Lock()  # the file written and the settings applied come from one upload
 
-    def put(self, body: bytes) -> list[str]:
+    @property
+    def target(self) -> files.Destination:
+        """Where an uploaded file goes: the file the agent was started with (or a scratch folder)."""
+        scratch = Path(tempfile.gettempdir()) / "amphora-agent.conf"  # an agent started without a file
+        return files.Destination(self._live.current.config_file or scratch)
+
+    def put(self, upload: files.Upload) -> list[str]:
         """Parse and check first (a file the agent could not start with changes nothing), then write
         and apply; return the options that take effect at the next start."""
-        if not body.strip():  # would silently drop the heartbeat key and targets
-            raise InvalidInput("Invalid configuration file", "the file is empty")
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput("Invalid configuration file", str(exc)) from exc
+        with upload.contents() as body:
+            if not body.strip():  # would silently drop the heartbeat key and targets
+                raise InvalidInput("Invalid configuration file", "the file is empty")
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInput("Invalid configuration file", str(exc)) from exc
         with self._lock:
             current = self._live.current
             new = settings.parse_ini(text, current.config_file)
@@ -36,7 +45,7 @@ class AgentConfig:
             if problems:  # the agent could not start with this file: keep the one it can start with
                 raise InvalidInput("Invalid configuration file", "; ".join(problems))
             if current.config_file is not None:
-                files.atomic_write(current.config_file, body, files.PRIVATE)
+                files.place(upload, current.config_file, files.PRIVATE)
             applied, ignored = settings.mutable_update(current, new)
             for name in ignored:
                 LOG.info("option %s changed in the file; it takes effect after a restart", name)

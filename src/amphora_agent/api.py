@@ -7,13 +7,16 @@ import hashlib
 import importlib.resources
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
+from http import HTTPStatus
 from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -25,14 +28,16 @@ from amphora_agent.loadbalancers.certificates import ServerCertificate, TenantCe
 from amphora_agent.loadbalancers.service import LoadBalancers
 from amphora_agent.network.plans import BadBody
 from amphora_agent.network.service import Networking, NoInterface
+from amphora_agent.system import files
 
 LOG = logging.getLogger(__name__)
+HTTP_CODES = {status.value for status in HTTPStatus}
 
-MAX_CONFIG = 16 << 20  # haproxy.cfg
-MAX_PEM = 1 << 20
-MAX_AGENT_CONFIG = 1 << 20
-MAX_NETWORK_BODY = 1 << 20  # plug and rules JSON
-MAX_KEEPALIVED_CONFIG = 1 << 20  # VRRP and LVS configs
+# The body limits, enforced here and nowhere else (docs/hardening.md). Over a limit the answer is a
+# JSON 413 and the server reads and drops the rest of the body, so that the client reads the 413.
+MAX_UPLOAD = 16 << 20  # every uploaded file: haproxy, VRRP and LVS configs, PEMs, the agent config
+MAX_JSON = 1 << 20  # plug and rules bodies, parsed in memory
+FLUSH = 256 << 10  # upload bytes gathered in memory before they are written out
 
 Shape = Literal["message", "framework", "details"]
 # Domain error -> status and body shape, most specific class first. "message": the controller's
@@ -98,26 +103,78 @@ def status_of(exc: errors.AgentError) -> tuple[int, Shape]:
     return next(((code, shape) for kind, code, shape in STATUS if isinstance(exc, kind)), (500, "message"))
 
 
+def http_error_body(status: int, detail: str | None = None) -> dict[str, Any]:
+    """The body of a framework error (no route, wrong method, crash, timeout) in both agents' shapes."""
+    name, text = HTTP_TEXT.get(status, (HTTPStatus(status).phrase if status in HTTP_CODES else "Error", ""))
+    text = detail or text or name
+    return {"message": name, "details": text, "error": f"{status} {name}: {text}", "http_code": status}
+
+
 def http_error(status: int, detail: str | None = None) -> JSONResponse:
-    """A framework error (no route, wrong method, crash): JSON in both agents' shapes."""
-    name, text = HTTP_TEXT.get(status, ("Error", detail or ""))
-    text = detail or text
-    body = {"message": name, "details": text, "error": f"{status} {name}: {text}", "http_code": status}
-    return JSONResponse(body, status)
+    """A framework error as a response."""
+    return JSONResponse(http_error_body(status, detail), status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it exceeds ``limit`` (nothing is written)."""
+def error_json(status: int, detail: str) -> bytes:
+    """A framework error's bytes, for the answers the server gives itself (400, 408, 500)."""
+    return bytes(JSONResponse(http_error_body(status, detail or None), status).body)
+
+
+def _over(limit: int) -> errors.TooLarge:
+    return errors.TooLarge("Request body too large", f"the limit is {limit} bytes")
+
+
+def _check_declared(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise errors.TooLarge("Request body too large", f"the limit is {limit} bytes")
+        raise _over(limit)
+
+
+async def read_body(request: Request, limit: int = MAX_JSON) -> bytes:
+    """A JSON body, in memory, refused with 413 as soon as it exceeds ``limit``."""
+    _check_declared(request, limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise errors.TooLarge("Request body too large", f"the limit is {limit} bytes")
+            raise _over(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def receive_upload(request: Request, target: files.Destination) -> files.Upload:
+    """The body, written as it arrives to a temp file beside ``target`` (md5 on the way) and refused
+    with 413 past MAX_UPLOAD; at most FLUSH bytes of it are in memory at once."""
+    _check_declared(request, MAX_UPLOAD)
+    writer = await run_in_threadpool(files.UploadWriter, target.path, target.root)
+    try:
+        pending = bytearray()
+        async for chunk in request.stream():
+            if writer.size + len(pending) + len(chunk) > MAX_UPLOAD:
+                raise _over(MAX_UPLOAD)
+            pending += chunk
+            if len(pending) >= FLUSH:
+                block, pending = pending, bytearray()
+                await run_in_threadpool(writer.write, block)
+        if pending:
+            await run_in_threadpool(writer.write, pending)
+        return await run_in_threadpool(writer.finish)
+    except BaseException:
+        writer.discard()
+        raise
+
+
+async def stored(
+    request: Request, target: files.Destination, store: Callable[[files.Upload], object]
+) -> files.Upload:
+    """Receive an upload for ``target`` and hand it to ``store`` (in a thread); the temp file never
+    outlives the request."""
+    upload = await receive_upload(request, target)
+    try:
+        await run_in_threadpool(store, upload)
+    finally:
+        upload.discard()
+    return upload
 
 
 def md5(data: bytes) -> str:
@@ -150,10 +207,10 @@ def core_routes(svc: Services) -> list[Route]:
         return JSONResponse(await run_in_threadpool(svc.info.details))
 
     async def put_haproxy(request: Request) -> Response:
-        body = await read_body(request, MAX_CONFIG)
-        p = request.path_params
-        await run_in_threadpool(objects.put_config, p["amphora_id"], p["lb_id"], body)
-        return ok(etag=md5(body))
+        amphora_id, lb_id = request.path_params["amphora_id"], request.path_params["lb_id"]
+        target = objects.config_target(amphora_id, lb_id)
+        upload = await stored(request, target, partial(objects.put_config, amphora_id, lb_id))
+        return ok(etag=upload.md5)
 
     async def get_haproxy(request: Request) -> Response:
         data = await run_in_threadpool(svc.lbs.get_config, request.path_params["lb_id"])
@@ -173,10 +230,9 @@ def core_routes(svc: Services) -> list[Route]:
         return ok(status=200)
 
     async def put_cert(request: Request) -> Response:
-        body = await read_body(request, MAX_PEM)
-        p = request.path_params
-        await run_in_threadpool(svc.certs.put, p["lb_id"], p["filename"], body)
-        return ok(status=200, etag=md5(body))
+        lb_id, name = request.path_params["lb_id"], request.path_params["filename"]
+        upload = await stored(request, svc.certs.target(lb_id, name), partial(svc.certs.put, lb_id, name))
+        return ok(status=200, etag=upload.md5)
 
     async def get_cert(request: Request) -> Response:
         p = request.path_params
@@ -189,13 +245,11 @@ def core_routes(svc: Services) -> list[Route]:
         return ok(status=200)
 
     async def put_server_cert(request: Request) -> Response:
-        body = await read_body(request, MAX_PEM)
-        await run_in_threadpool(svc.server_cert.rotate, body)
+        await stored(request, files.Destination(svc.server_cert.path), svc.server_cert.rotate)
         return ok()
 
     async def put_config(request: Request) -> Response:
-        body = await read_body(request, MAX_AGENT_CONFIG)
-        await run_in_threadpool(svc.agent_config.put, body)
+        await stored(request, svc.agent_config.target, svc.agent_config.put)
         return ok()
 
     async def openapi(request: Request) -> Response:
@@ -231,12 +285,12 @@ def network_routes(svc: Services) -> list[Route]:
         return str(server[0]) if server else None
 
     async def plug_vip(request: Request) -> Response:
-        body = await read_body(request, MAX_NETWORK_BODY)
+        body = await read_body(request)
         vip, reached = request.path_params["vip"], local_address(request)
         return ok(await run_in_threadpool(net.plug_vip, vip, body, reached))
 
     async def plug_network(request: Request) -> Response:
-        body = await read_body(request, MAX_NETWORK_BODY)
+        body = await read_body(request)
         reached = local_address(request)
         return ok(await run_in_threadpool(net.plug_network, body, reached))
 
@@ -245,7 +299,7 @@ def network_routes(svc: Services) -> list[Route]:
         return JSONResponse({"message": "OK", "interface": name})
 
     async def put_rules(request: Request) -> Response:
-        body = await read_body(request, MAX_NETWORK_BODY)
+        body = await read_body(request)
         await run_in_threadpool(net.set_rules, request.path_params["ip_addr"], body)
         return ok(status=200)
 
@@ -262,18 +316,18 @@ def keepalived_routes(svc: Services) -> list[Route]:
     ka = svc.keepalived
 
     async def vrrp_upload(request: Request) -> Response:
-        body = await read_body(request, MAX_KEEPALIVED_CONFIG)
-        await run_in_threadpool(ka.vrrp.put_config, body)
-        return ok(status=200, etag=md5(body))
+        upload = await stored(request, ka.vrrp.config_target(), ka.vrrp.put_config)
+        return ok(status=200, etag=upload.md5)
 
     async def vrrp_action(request: Request) -> Response:
         return ok(await run_in_threadpool(ka.vrrp.act, request.path_params["action"]))
 
     async def put_udp_listener(request: Request) -> Response:
-        body = await read_body(request, MAX_KEEPALIVED_CONFIG)
-        p = request.path_params
-        await run_in_threadpool(ka.objects.put_udp_listener, p["amphora_id"], p["listener_id"], body)
-        return ok(status=200, etag=md5(body))
+        amphora_id, listener_id = request.path_params["amphora_id"], request.path_params["listener_id"]
+        target = ka.objects.udp_listener_target(amphora_id, listener_id)
+        store = partial(ka.objects.put_udp_listener, amphora_id, listener_id)
+        upload = await stored(request, target, store)
+        return ok(status=200, etag=upload.md5)
 
     async def get_udp_listener(request: Request) -> Response:
         data = await run_in_threadpool(ka.lvs.get_config, request.path_params["listener_id"])
@@ -306,6 +360,12 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return http_error(exc.status_code)
 
 
+async def on_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away (or the server timed its body out): nobody reads this answer."""
+    LOG.debug("%s %s: the client disconnected", request.method, request.url.path)
+    return http_error(400, "the client disconnected")
+
+
 async def on_crash(request: Request, exc: Exception) -> Response:
     """Anything unexpected: a JSON 500, and the traceback in the log."""
     LOG.exception("%s %s failed", request.method, request.url.path)
@@ -319,6 +379,7 @@ def create_app(svc: Services) -> Starlette:
         exception_handlers={
             errors.AgentError: on_agent_error,
             HTTPException: on_http_error,
+            ClientDisconnect: on_disconnect,
             Exception: on_crash,
         },
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -35,29 +36,25 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 async def serve(agent: Agent) -> None:
     """Start up, answer the API until SIGTERM or SIGINT, then stop the loops (load balancers keep running)."""
-    import uvicorn
+    from amphora_agent import server
+    from amphora_agent.api import error_json
 
     settings = agent.live.current
     agent.start_up()
     sock = listen_socket(settings.bind_host, settings.bind_port)
-    config = uvicorn.Config(
-        create_app(agent.services),
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=30,
-        server_header=False,
-        lifespan="off",
-    )
-    config.load()
-    config.ssl = agent.services.tls_context
-    server = uvicorn.Server(config)
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     loops = [asyncio.create_task(agent.supervisor.run(stop)), asyncio.create_task(agent.heartbeat.run(stop))]
     LOG.info("amphora-agent %s listening on [%s]:%d", __version__, settings.bind_host, settings.bind_port)
     try:
-        await server.serve(sockets=[sock])
+        app = create_app(agent.services)
+        limits = server.Limits.from_settings(settings)
+        await server.serve(app, sock, agent.services.tls_context, limits, error_json, stop)
     finally:
         stop.set()
+        sock.close()
         await asyncio.gather(*loops)
         LOG.info("amphora-agent stopped; load balancers keep running")
 

@@ -1,7 +1,8 @@
 """The one shape of every supervised unit (haproxy per load balancer, keepalived for VRRP and LVS).
 
-A config is staged beside its destination, checked by the unit's own program, then either committed or
-kept as ``<name>.new-failed`` for debugging: a rejected config never replaces a good one. The
+An uploaded config (already streamed to a temp file beside its destination) is staged as
+``<name>.new``, checked by the unit's own program, then either committed or kept as
+``<name>.new-failed`` for debugging: a rejected config never replaces a good one. The
 supervisor starts a unit only when no API call holds its lock and it still should run.
 """
 
@@ -18,11 +19,11 @@ T = TypeVar("T")
 
 
 def stage_check_commit(
-    data: bytes, target: Path, mode: int, check: Callable[[Path], T], suffix: str = ".new"
+    upload: files.Upload, target: Path, mode: int, check: Callable[[Path], T], suffix: str = ".new"
 ) -> T:
-    """Write ``target<suffix>``, run ``check`` on it, then move it onto ``target`` or to ``...-failed``."""
+    """Move the upload to ``target<suffix>``, run ``check`` on it, then onto ``target`` or ``...-failed``."""
     staged = target.with_name(target.name + suffix)
-    files.atomic_write(staged, data, mode)
+    files.place(upload, staged, mode)
     try:
         result = check(staged)
     except BaseException:

@@ -154,6 +154,9 @@ class Settings:
     log_config_append: Path | None = None
     use_syslog: bool = False
     syslog_log_facility: str = "LOG_USER"
+    # [amphora_agent] the API server's limits (extensions, docs/hardening.md)
+    agent_max_connections: int = 1000
+    agent_tls_handshake_timeout: int = 10
     # where these settings came from (PUT /1.0/config writes back here)
     config_file: Path | None = field(default=None, compare=False)
 
@@ -175,7 +178,13 @@ for _attr, _group, _parse, _mutable, _help in (
         False,
         "Directory of the interface files (default /etc/octavia/interfaces/).",
     ),
-    ("agent_request_read_timeout", "amphora_agent", POSITIVE, False, "Seconds a request may take."),
+    (
+        "agent_request_read_timeout",
+        "amphora_agent",
+        POSITIVE,
+        False,
+        "Seconds to read a request, headers and body, from its first byte (docs/hardening.md).",
+    ),
     (
         "agent_tls_protocol",
         "amphora_agent",
@@ -225,6 +234,21 @@ for _attr, _group, _parse, _mutable, _help in (
     ),
     ("use_syslog", "DEFAULT", _bool, False, "Also log to syslog."),
     ("syslog_log_facility", "DEFAULT", _syslog_facility, False, "Syslog facility of the agent's own log."),
+    (
+        "agent_max_connections",
+        "amphora_agent",
+        POSITIVE,
+        False,
+        "Connections the API holds at once; over it the oldest one still without a TLS handshake is "
+        "closed (extension, docs/hardening.md).",
+    ),
+    (
+        "agent_tls_handshake_timeout",
+        "amphora_agent",
+        POSITIVE,
+        False,
+        "Seconds from a connection's accept to the end of its TLS handshake (extension).",
+    ),
 ):
     _register(_attr, Option(_group, _attr, _parse, _mutable, _help))
 

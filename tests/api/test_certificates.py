@@ -125,7 +125,7 @@ def test_bad_pem_is_400_and_keeps_the_old_file(agent: Agent, case: str, body: by
 def test_certificate_over_the_limit_is_413(agent: Agent) -> None:
     """A PEM over the size limit is 413 and no file appears."""
     before = agent.tree()
-    response = agent.client.put(cert_url("big.pem", SINGLE_LB), content=b"a" * (api.MAX_PEM + 1))
+    response = agent.client.put(cert_url("big.pem", SINGLE_LB), content=b"a" * (api.MAX_UPLOAD + 1))
     assert response.status_code == 413
     assert agent.tree() == before
 
@@ -168,7 +168,7 @@ def test_bad_server_certificate_is_400(agent: Agent, case: str, body: bytes, mes
 def test_server_certificate_over_the_limit_is_413(agent: Agent) -> None:
     """A server PEM over the size limit is 413 and the old file stays."""
     before = agent.tree()
-    assert agent.client.put("/1.0/certificate", content=b"a" * (api.MAX_PEM + 1)).status_code == 413
+    assert agent.client.put("/1.0/certificate", content=b"a" * (api.MAX_UPLOAD + 1)).status_code == 413
     assert agent.tree() == before
 
 
@@ -217,6 +217,6 @@ def test_put_bad_config_is_400_and_changes_nothing(agent: Agent, body: bytes) ->
 def test_put_config_over_the_limit_is_413(agent: Agent) -> None:
     """An agent config over the size limit is 413 and changes nothing."""
     before = agent.tree()
-    body = b"[DEFAULT]\n" + b"#" * api.MAX_AGENT_CONFIG
+    body = b"[DEFAULT]\n" + b"#" * api.MAX_UPLOAD
     assert agent.client.put("/1.0/config", content=body).status_code == 413
     assert agent.tree() == before

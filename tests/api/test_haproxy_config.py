@@ -130,7 +130,7 @@ def _chunks(size: int) -> Iterator[bytes]:
 def test_config_over_the_limit_is_413_and_writes_nothing(agent: Agent, declared: bool) -> None:
     """A config over the size limit is 413, whether declared up front or streamed; nothing is written."""
     before = agent.tree()
-    size = api.MAX_CONFIG + 1
+    size = api.MAX_UPLOAD + 1
     content = b"#" * size if declared else _chunks(size)
     response = agent.client.put(URL, content=content)
     assert response.status_code == 413

@@ -93,11 +93,17 @@ class LvsListeners:
             raise NotFound("UDP Listener Not Found", f"No UDP listener with UUID: {listener_id}")
 
     # -- config -----------------------------------------------------------------------------
-    def put_config(self, amphora_id: str, listener_id: str, body: bytes) -> config_text.Verdict:
+    def config_target(self, listener_id: str) -> files.Destination:
+        """Where an uploaded config for ``listener_id`` goes (its temp file is written beside it)."""
+        validation.object_id(listener_id, "listener")
+        return files.Destination(self.paths.lvs(listener_id), self.paths.base)
+
+    def put_config(self, amphora_id: str, listener_id: str, upload: files.Upload) -> config_text.Verdict:
         """Validate with keepalived itself and store; nothing is (re)started. Fatal findings: 400."""
         validation.object_id(amphora_id, "amphora")
         validation.object_id(listener_id, "listener")
-        text = decode(body)
+        with upload.contents() as body:
+            text = decode(body)
         root = self.paths.base
         with self._locks(listener_id):
             files.ensure_dir(self.paths.lvs_dir, root=root)
@@ -118,7 +124,9 @@ class LvsListeners:
                 return verdict
 
             try:
-                verdict = lifecycle.stage_check_commit(body, self.paths.lvs(listener_id), files.PUBLIC, check)
+                verdict = lifecycle.stage_check_commit(
+                    upload, self.paths.lvs(listener_id), files.PUBLIC, check
+                )
                 if os.path.lexists(run_new):
                     files.move(run_new, run)
                 else:

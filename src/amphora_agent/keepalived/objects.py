@@ -18,6 +18,7 @@ from amphora_agent.keepalived.topology import TopologyTransition, VrrpState
 from amphora_agent.keepalived.vrrp import CheckScripts, Vrrp
 from amphora_agent.loadbalancers.service import ListenerStatus, LoadBalancers, LockTable
 from amphora_agent.settings import LiveSettings
+from amphora_agent.system.files import Destination, Upload
 
 
 class ObjectActions:
@@ -35,19 +36,29 @@ class ObjectActions:
         self._scripts = scripts
         self._transition = transition
 
-    def put_config(self, amphora_id: str, lb_id: str, body: bytes) -> None:
+    def config_target(self, amphora_id: str, lb_id: str) -> Destination:
+        """Where an uploaded haproxy config goes; the ids are checked before any byte is received."""
+        validation.object_id(amphora_id, "amphora")
+        return self._lbs.config_target(lb_id)
+
+    def udp_listener_target(self, amphora_id: str, listener_id: str) -> Destination:
+        """Where an uploaded LVS listener config goes; the ids are checked before any byte is received."""
+        validation.object_id(amphora_id, "amphora")
+        return self._lvs.config_target(listener_id)
+
+    def put_config(self, amphora_id: str, lb_id: str, upload: Upload) -> None:
         """Store a haproxy config (503 during a topology transition)."""
         validation.object_id(amphora_id, "amphora")
         validation.object_id(lb_id, "loadbalancer")
         self._transition.check()
-        self._lbs.put_config(amphora_id, lb_id, body)
+        self._lbs.put_config(amphora_id, lb_id, upload)
 
-    def put_udp_listener(self, amphora_id: str, listener_id: str, body: bytes) -> None:
+    def put_udp_listener(self, amphora_id: str, listener_id: str, upload: Upload) -> None:
         """Store an LVS listener config (503 during a topology transition)."""
         validation.object_id(amphora_id, "amphora")
         validation.object_id(listener_id, "listener")
         self._transition.check()
-        self._lvs.put_config(amphora_id, listener_id, body)
+        self._lvs.put_config(amphora_id, listener_id, upload)
 
     def act(self, object_id: str, action: str) -> str:
         """start, stop or reload a load balancer's haproxy or an LVS listener's keepalived."""

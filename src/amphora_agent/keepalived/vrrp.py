@@ -138,9 +138,14 @@ class Vrrp:
         return self.marker.exists() and self.configured()
 
     # -- config -----------------------------------------------------------------------------
-    def put_config(self, body: bytes) -> config_text.Verdict:
+    def config_target(self) -> files.Destination:
+        """Where an uploaded VRRP config goes (its temp file is written beside it)."""
+        return files.Destination(self.paths.vrrp(), self.paths.base)
+
+    def put_config(self, upload: files.Upload) -> config_text.Verdict:
         """Check with ``keepalived -t`` and store; nothing is (re)started. Fatal findings: 400."""
-        text = decode(body)
+        with upload.contents() as body:
+            text = decode(body)
         with self.lock:
             files.ensure_dir(self.paths.vrrp_dir, root=self.paths.base)
             self.scripts.refresh(force=True)  # the config names check_script.sh: it must exist first
@@ -153,7 +158,7 @@ class Vrrp:
                     raise ConfigRejected("Invalid request", verdict.report())
                 return verdict
 
-            verdict = lifecycle.stage_check_commit(body, self.paths.vrrp(), files.PUBLIC, check)
+            verdict = lifecycle.stage_check_commit(upload, self.paths.vrrp(), files.PUBLIC, check)
         for line in verdict.warnings:
             LOG.warning("VRRP config accepted with a keepalived warning: %s", line)
         return verdict

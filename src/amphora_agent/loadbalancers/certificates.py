@@ -30,12 +30,17 @@ class TenantCertificates:
         validation.pem_name(name)
         return self.layout.cert_dir(lb_id) / name
 
-    def put(self, lb_id: str, name: str, body: bytes) -> None:
+    def target(self, lb_id: str, name: str) -> files.Destination:
+        """Where an uploaded PEM goes; id and name are checked before any byte is received."""
+        return files.Destination(self._path(lb_id, name), self.layout.certs)
+
+    def put(self, lb_id: str, name: str, upload: files.Upload) -> None:
         """Validate and store one PEM (0600, atomically)."""
         path = self._path(lb_id, name)
-        tls.check_tenant_pem(body)
+        with upload.contents() as body:
+            tls.check_tenant_pem(body)
         with self.locks(lb_id):
-            files.atomic_write(path, body, files.PRIVATE, root=self.layout.certs)
+            files.place(upload, path, files.PRIVATE, root=self.layout.certs)
 
     def md5(self, lb_id: str, name: str) -> str:
         """The md5 of the stored bytes, which the controller compares before uploading."""
@@ -63,11 +68,12 @@ class ServerCertificate:
         self.context = context
         self._lock = threading.Lock()  # the context reads cert and key in two opens: no write between
 
-    def rotate(self, body: bytes) -> None:
+    def rotate(self, upload: files.Upload) -> None:
         """Validate (certificate + matching key), write atomically, present it on new handshakes."""
-        tls.check_server_pem(body)
+        with upload.contents() as body:
+            tls.check_server_pem(body)
         with self._lock:
-            files.atomic_write(self.path, body, files.PRIVATE)
+            files.place(upload, self.path, files.PRIVATE)
             if self.context is not None:
                 self.context.load_cert_chain(str(self.path))
         LOG.info("server certificate rotated")

@@ -166,16 +166,30 @@ def strip_group_lines(text: str) -> str:
 
     Line-anchored, unlike the old agent's regex, so an L7 rule value containing ``group`` is kept.
     """
-    out: list[str] = []
-    section = ""
-    for line in text.splitlines(keepends=True):
-        header = _SECTION.match(line.strip())
-        if header and not line[:1].isspace():
-            section = header[1]
-        elif section == "global" and re.match(r"^\s+group\s+\S+\s*$", line):
-            continue
-        out.append(line)
-    return "".join(out)
+    return GroupLines().strip(text)
+
+
+class GroupLines:
+    """``strip_group_lines`` over a config read in blocks of whole lines (a streamed upload)."""
+
+    def __init__(self) -> None:
+        self.section = ""
+
+    def strip(self, text: str, continued: bool = False) -> str:
+        """``text`` without its ``global`` group lines; ``continued``: it starts inside a line."""
+        out: list[str] = []
+        for line in text.splitlines(keepends=True):
+            if continued:  # the rest of a line begun in the previous block: neither header nor group
+                continued = False
+                out.append(line)
+                continue
+            header = _SECTION.match(line.strip())
+            if header and not line[:1].isspace():
+                self.section = header[1]
+            elif self.section == "global" and re.match(r"^\s+group\s+\S+\s*$", line):
+                continue
+            out.append(line)
+        return "".join(out)
 
 
 def parse_haproxy_config(text: str) -> HaproxyConfig:

@@ -6,10 +6,11 @@ requests and the supervisor never interleave.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -51,6 +52,62 @@ class LockTable:
         """The lock of ``key``."""
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
+
+
+BLOCK = 64 << 10  # a config is read in blocks of whole lines this big: memory stays small per upload
+
+
+def config_blocks(path: Path) -> Iterator[tuple[bytes, bool]]:
+    """``path`` in blocks that end at a newline (a line longer than BLOCK is cut), each with whether it
+    starts inside a line."""
+    continued, carry = False, b""
+    with open(path, "rb") as source:
+        while True:
+            data = source.read(BLOCK)
+            if not data:
+                break
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0 and len(data) < BLOCK:
+                carry = data
+                continue
+            cut = cut or len(data)
+            yield data[:cut], continued
+            continued, carry = not data[:cut].endswith(b"\n"), data[cut:]
+    if carry:
+        yield carry, continued
+
+
+def prepare_config(upload: files.Upload, target: files.Destination) -> files.Upload:
+    """UTF-8 without control bytes, ``global`` group lines dropped: the upload itself when it has no
+    group line, else a rewritten copy. Read in blocks, so a 16 MiB config costs well under 1 MiB here."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 0
+    groups = haproxy_config.GroupLines()
+    rewrite = False
+    try:
+        for block, continued in config_blocks(upload.path):
+            text = decoder.decode(block)
+            line = haproxy_config.find_control_bytes(text)
+            if line is not None:
+                raise InvalidInput("Invalid request", f"control character on line {lines + line}")
+            lines += text.count("\n")
+            rewrite = rewrite or len(groups.strip(text, continued)) != len(text)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("Invalid request", f"the configuration is not UTF-8: {exc}") from exc
+    if not rewrite:
+        return upload
+    groups = haproxy_config.GroupLines()
+    copy = files.UploadWriter(target.path, target.root)
+    try:
+        for block, continued in config_blocks(upload.path):
+            text = groups.strip(block.decode("utf-8", "surrogateescape"), continued)
+            copy.write(text.encode("utf-8", "surrogateescape"))
+        return copy.finish()
+    except BaseException:
+        copy.discard()
+        raise
 
 
 def user_group_text(group_names: Callable[[], set[str]] | None = None) -> bytes:
@@ -136,18 +193,22 @@ class LoadBalancers:
             raise NotFound("Loadbalancer Not Found", f"No loadbalancer with UUID: {lb_id}")
 
     # -- config -----------------------------------------------------------------------------
-    def put_config(self, amphora_id: str, lb_id: str, body: bytes) -> None:
+    def config_target(self, lb_id: str) -> files.Destination:
+        """Where an uploaded config for ``lb_id`` goes (its temp file is written beside it)."""
+        validation.object_id(lb_id, "loadbalancer")
+        return files.Destination(self.layout.haproxy_cfg(lb_id), self.layout.base)
+
+    def put_config(self, amphora_id: str, lb_id: str, upload: files.Upload) -> None:
         """Check an uploaded haproxy.cfg with ``haproxy -c`` and store it; nothing is (re)started."""
         validation.object_id(amphora_id, "amphora")
         validation.object_id(lb_id, "loadbalancer")
+        prepared = prepare_config(upload, self.config_target(lb_id))
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput("Invalid request", f"the configuration is not UTF-8: {exc}") from exc
-        line = haproxy_config.find_control_bytes(text)
-        if line is not None:
-            raise InvalidInput("Invalid request", f"control character on line {line}")
-        data = haproxy_config.strip_group_lines(text).encode("utf-8")
+            self._store_config(amphora_id, lb_id, prepared)
+        finally:
+            prepared.discard()  # the rewritten copy, if one was made and not stored
+
+    def _store_config(self, amphora_id: str, lb_id: str, data: files.Upload) -> None:
         peer = haproxy_config.peer_name(amphora_id)
 
         def check(staged: Path) -> None:
