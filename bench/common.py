@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import ssl
 import statistics
 import tempfile
 import time
@@ -15,28 +14,14 @@ from pathlib import Path
 
 from lab import namespaces
 from lab.configs import CLIENT_ADDRESS, HAPROXY_MEMBER_SIDE, MEMBER_HOSTS, VIP, Member
-
-
-class MTLSConnection(http.client.HTTPSConnection):
-    """One kept-alive HTTPS connection presenting a client certificate and checking the agent's name."""
-
-    def __init__(self, host: str, port: int, context: ssl.SSLContext, server_name: str) -> None:
-        super().__init__(host, port, context=context, timeout=30)
-        self._ctx = context
-        self._server_name = server_name
-
-    def connect(self) -> None:
-        """TCP, then TLS with SNI and verification against the amphora id (not the address)."""
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._ctx.wrap_socket(self.sock, server_hostname=self._server_name)
+from lab.namespaces import MTLSConnection as MTLSConnection  # re-exported for the benchmarks
 
 
 class AgentClient:
     """A light client over one kept-alive mTLS connection: little client time in the figures."""
 
     def __init__(self, amp: namespaces.Amphora) -> None:
-        host = amp.url.split("[", 1)[1].split("]", 1)[0]
-        self._conn = MTLSConnection(host, 9443, amp.ssl_context(), amp.amphora_id)
+        self._conn = amp.https()
         self.reconnects = 0
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:

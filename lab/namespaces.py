@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import http.server
 import itertools
 import json
@@ -98,6 +99,22 @@ def alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     return state not in ("Z", "X")
+
+
+class MTLSConnection(http.client.HTTPSConnection):
+    """One kept-alive HTTPS connection presenting a client certificate and checking the agent's name."""
+
+    def __init__(
+        self, host: str, port: int, context: ssl.SSLContext, server_name: str, timeout: float = 30
+    ) -> None:
+        super().__init__(host, port, context=context, timeout=timeout)
+        self._ctx = context
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        """TCP, then TLS with SNI and verification against the amphora id (not the address)."""
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._ctx.wrap_socket(self.sock, server_hostname=self._server_name)
 
 
 @dataclass
@@ -240,6 +257,15 @@ class Amphora:
         ctx = ssl.create_default_context(cafile=str(self.certs / "client_ca.pem"))
         ctx.load_cert_chain(str(client_pem or self.certs / "client.pem"))
         return ctx
+
+    def https(self, timeout: float = 30) -> MTLSConnection:
+        """A plain ``http.client`` connection to the agent (kept alive, little client time)."""
+        return MTLSConnection(self.mgmt_ip, 9443, self.ssl_context(), self.amphora_id, timeout)
+
+    def tls_socket(self, timeout: float = 10) -> ssl.SSLSocket:
+        """A TCP connection to the agent with the TLS handshake done, nothing sent yet."""
+        sock = socket.create_connection((self.mgmt_ip, 9443), timeout=timeout)
+        return self.ssl_context().wrap_socket(sock, server_hostname=self.amphora_id)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """An httpx client bound to this agent; each request checks the name = amphora id."""

@@ -108,6 +108,8 @@ def test_unknown_options_are_ignored(text: str) -> None:
             "ACTIVE_STANDBY",
         ),
         ("# comment\n; other\n[haproxy_amphora]\nbind_port = 10\n", "bind_port", 10),
+        ("[amphora_agent]\nagent_max_connections = 50\n", "agent_max_connections", 50),
+        ("[amphora_agent]\nagent_tls_handshake_timeout = 3\n", "agent_tls_handshake_timeout", 3),
     ],
     ids=[
         "list-stripped",
@@ -121,6 +123,8 @@ def test_unknown_options_are_ignored(text: str) -> None:
         "no-network-dir",
         "topology",
         "comments",
+        "connection-cap",
+        "handshake-timeout",
     ],
 )
 def test_option_values(text: str, attr: str, expected: object) -> None:
@@ -137,8 +141,11 @@ def test_option_values(text: str, attr: str, expected: object) -> None:
         "[controller_worker]\nloadbalancer_topology = ACTIVE_ACTIVE\n",
         "[amphora_agent]\nagent_tls_protocol = TLSv1.4\n",
         "[amphora_agent]\nadministrative_log_facility = local1\n",
+        "[amphora_agent]\nagent_request_read_timeout = 0\n",
+        "[amphora_agent]\nagent_max_connections = -1\n",
+        "[amphora_agent]\nagent_tls_handshake_timeout = 0\n",
     ],
-    ids=["port", "interval", "bool", "topology", "tls", "facility"],
+    ids=["port", "interval", "bool", "topology", "tls", "facility", "read-timeout", "cap", "handshake"],
 )
 def test_bad_values_raise_invalid_input(text: str) -> None:
     """A value of the wrong type or outside its choices is InvalidInput naming the option."""

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 
 from amphora_agent.server import memory
-from amphora_agent.server.connection import App, Connection, ErrorBody, Shared
+from amphora_agent.server.connection import App, Connection, ErrorBody, Phase, Shared
 from amphora_agent.server.limits import SHUTDOWN_GRACE, Limits
 from amphora_agent.server.listener import Listener
 
@@ -29,12 +30,18 @@ async def serve(
     limits: Limits,
     error_body: ErrorBody,
     stop: asyncio.Event,
+    started: Callable[[Listener], None] | None = None,
 ) -> None:
-    """Answer on ``sock`` until ``stop`` is set; requests in progress then get SHUTDOWN_GRACE seconds."""
+    """Answer on ``sock`` until ``stop`` is set; requests in progress then get SHUTDOWN_GRACE seconds.
+
+    ``started`` is told the listener once it accepts (tests and benchmarks read its counts).
+    """
     memory.configure()
     shared = Shared(app, limits, error_body)
     listener = Listener(sock, context, limits, lambda: Connection(shared))
     listener.start()
+    if started is not None:
+        started(listener)
     try:
         await stop.wait()
     finally:
@@ -43,7 +50,7 @@ async def serve(
             connection.shutdown()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_GRACE):
-                while shared.tasks or shared.connections:
+                while shared.tasks or any(c.phase is not Phase.CLOSED for c in shared.connections):
                     await asyncio.sleep(0.05)
         for task in list(shared.tasks):
             task.cancel()

@@ -11,7 +11,6 @@ the close. A client that stops reading its answer is cut off after ``request_tim
 from __future__ import annotations
 
 import asyncio
-import collections
 import enum
 import logging
 import time
@@ -64,7 +63,24 @@ class Shared:
 
 
 class Connection(asyncio.Protocol):
-    """One client connection after its TLS handshake."""
+    """One client connection after its TLS handshake (slots, and futures made only when waited on:
+    a few hundred connections must cost little)."""
+
+    __slots__ = (
+        "_drained",
+        "_paused",
+        "_stopping",
+        "_timer",
+        "_write_timer",
+        "_write_waiter",
+        "cycle",
+        "h11",
+        "limits",
+        "loop",
+        "phase",
+        "shared",
+        "transport",
+    )
 
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
@@ -76,8 +92,8 @@ class Connection(asyncio.Protocol):
         self.cycle: Cycle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
-        self._writable = asyncio.Event()
-        self._writable.set()
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._paused = False
         self._drained = 0
         self._stopping = False
 
@@ -115,24 +131,25 @@ class Connection(asyncio.Protocol):
         """Stop every timer; an app still reading or writing sees a disconnect."""
         self.phase = Phase.CLOSED
         self._cancel()
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-        self._writable.set()
+        self.resume_writing()
         self.shared.connections.discard(self)
         if self.cycle is not None:
             self.cycle.disconnect()
 
     def pause_writing(self) -> None:
         """The client does not read fast enough: it gets ``request_timeout`` to catch up."""
-        self._writable.clear()
+        self._paused = True
         self._write_timer = self.loop.call_later(self.limits.request_timeout, self.abort)
 
     def resume_writing(self) -> None:
-        """The write buffer drained."""
-        self._writable.set()
+        """The write buffer drained (or the connection is gone): writers go on."""
+        self._paused = False
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
+        waiter, self._write_waiter = self._write_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- state ---------------------------------------------------------------------------------
     def _arm(self, seconds: float) -> None:
@@ -279,7 +296,10 @@ class Connection(asyncio.Protocol):
 
     async def writable(self) -> None:
         """Wait until the client has read enough of what was written."""
-        await self._writable.wait()
+        while self._paused and self.phase is not Phase.CLOSED:
+            if self._write_waiter is None:
+                self._write_waiter = self.loop.create_future()
+            await self._write_waiter
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -317,10 +337,24 @@ def _address(info: Any) -> tuple[str, int] | None:
 class Cycle:
     """One request and its answer, as the ASGI app sees them."""
 
+    __slots__ = (
+        "_head",
+        "_waiter",
+        "body",
+        "buffered",
+        "connection",
+        "disconnected",
+        "more_body",
+        "refused_continue",
+        "response_complete",
+        "response_started",
+        "scope",
+    )
+
     def __init__(self, connection: Connection, scope: Message) -> None:
         self.connection = connection
         self.scope = scope
-        self.body: collections.deque[bytes] = collections.deque()
+        self.body: list[bytes] = []
         self.buffered = 0
         self.more_body = True
         self.disconnected = False
@@ -328,7 +362,12 @@ class Cycle:
         self.response_complete = False
         self.refused_continue = False  # answered a client that waits for "100 Continue"
         self._head = scope["method"] == "HEAD"
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- from the connection -------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -339,17 +378,17 @@ class Cycle:
         self.buffered += len(data)
         if self.buffered > BODY_BUFFER:
             self.connection._pause_reading()
-        self._wake.set()
+        self._wake()
 
     def end(self) -> None:
         """The whole body arrived."""
         self.more_body = False
-        self._wake.set()
+        self._wake()
 
     def disconnect(self) -> None:
         """The connection is gone (or timed out): the app's next receive says so."""
         self.disconnected = True
-        self._wake.set()
+        self._wake()
 
     def answer_now(self, status: int, detail: str) -> None:
         """Answer for the app (a deadline passed) and tell the app the client is gone."""
@@ -379,8 +418,8 @@ class Cycle:
             conn.write(conn.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
         while not self.body and self.more_body and not (self.disconnected or self.response_complete):
             conn._resume_reading()
-            self._wake.clear()
-            await self._wake.wait()
+            self._waiter = conn.loop.create_future()
+            await self._waiter
         if self.disconnected or self.response_complete:
             return {"type": "http.disconnect"}
         data = b"".join(self.body)
@@ -415,5 +454,5 @@ class Cycle:
         if not message.get("more_body", False):
             conn.write(conn.h11.send(h11.EndOfMessage()))
             self.response_complete = True
-            self._wake.set()
+            self._wake()
             conn.responded()

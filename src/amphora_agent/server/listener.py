@@ -13,7 +13,7 @@ connection goes through three stages, each bounded:
 ``max_connections`` counts all three. At the cap a new connection closes the oldest one that has no
 handshake yet, so clients without a certificate cannot lock the controller out; when every connection
 is open the new one is closed. A connection without a finished handshake ``handshake_timeout`` after
-its accept is closed.
+its accept is closed (looked for twice a second).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import errno
+import itertools
 import logging
 import math
 import socket
@@ -34,8 +35,9 @@ from amphora_agent.server.limits import TLS_READ_BUFFER, TLS_SHUTDOWN, Limits
 
 LOG = logging.getLogger(__name__)
 ACCEPT_BATCH = 64  # accepts per wake-up, so one flood cannot hold the loop
+SWEEP_EVERY = 0.5  # seconds between looks for connections whose handshake is late
 REPORT_EVERY = 60.0  # seconds between summaries of refused and timed-out connections
-TRIM_BELOW = 16  # give freed memory back once the pending connections fall under this
+TRIM_BELOW = 16  # give freed memory back once the connections fall under this (after 4 times as many)
 
 
 class TLSProtocol(asyncio.sslproto.SSLProtocol):
@@ -64,14 +66,13 @@ class TLSProtocol(asyncio.sslproto.SSLProtocol):
 Stage = Literal["waiting", "handshake", "open", "closed"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending:
-    """One accepted socket, from its accept to its close."""
+    """One accepted socket, from its accept to its close (a few hundred bytes until it speaks)."""
 
     sock: socket.socket
     deadline: float
     stage: Stage = "waiting"
-    timer: asyncio.TimerHandle | None = None
     tls: TLSProtocol | None = None
 
 
@@ -107,6 +108,7 @@ class Listener:
     def __post_init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._report: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self._high = 0  # pending connections since the last trim
 
     @property
@@ -123,8 +125,9 @@ class Listener:
     def close(self) -> None:
         """Stop accepting and close every connection without a finished handshake."""
         self.loop.remove_reader(self.sock.fileno())
-        if self._report is not None:
-            self._report.cancel()
+        for timer in (self._report, self._sweeper):
+            if timer is not None:
+                timer.cancel()
         for pending in [*self.waiting, *self.handshaking]:
             self._drop(pending)
 
@@ -158,12 +161,20 @@ class Listener:
         pending = Pending(sock, self.loop.time() + self.limits.handshake_timeout)
         self.waiting[pending] = None
         self.loop.add_reader(sock.fileno(), self._speaks, pending)
-        pending.timer = self.loop.call_at(pending.deadline, self._expired, pending)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
         self.counters.peak = max(self.counters.peak, self.connections)
-        self._high = max(self._high, len(self.waiting) + len(self.handshaking))
+        self._high = max(self._high, self.connections)
 
     def _speaks(self, pending: Pending) -> None:
         """The client sent its first bytes: start TLS (closing the oldest handshake if too many)."""
+        try:
+            closed = pending.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            closed = True
+        if closed:  # gone before a word: no TLS for it
+            self._drop(pending)
+            return
         self.loop.remove_reader(pending.sock.fileno())
         del self.waiting[pending]
         if len(self.handshaking) >= self.limits.max_handshakes:
@@ -217,10 +228,16 @@ class Listener:
         self._trim()
 
     # -- closing ------------------------------------------------------------------------------
-    def _expired(self, pending: Pending) -> None:
-        if pending.stage in ("waiting", "handshake"):
+    def _sweep(self) -> None:
+        """Close the connections whose handshake is late (one timer for all, not one each)."""
+        now = self.loop.time()
+        late = list(itertools.takewhile(lambda p: p.deadline <= now, self.waiting))
+        late += [pending for pending in self.handshaking if pending.deadline <= now]
+        for pending in late:
             self.counters.timed_out += 1
             self._drop(pending)
+        pending_now = bool(self.waiting or self.handshaking)
+        self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep) if pending_now else None
 
     def _drop(self, pending: Pending) -> None:
         """Close a connection that has not finished its handshake."""
@@ -240,15 +257,13 @@ class Listener:
         self.waiting.pop(pending, None)
         self.handshaking.pop(pending, None)
         pending.stage = "closed"
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
 
     def _trim(self) -> None:
-        """After a burst of pending connections, give the freed memory back to the system."""
-        if self._high >= 4 * TRIM_BELOW and len(self.waiting) + len(self.handshaking) < TRIM_BELOW:
+        """After a burst of connections, give the memory they freed back to the system (a second
+        later, once the last of them are freed too)."""
+        if self._high >= 4 * TRIM_BELOW and self.connections < TRIM_BELOW:
             self._high = 0
-            memory.trim()
+            self.loop.call_later(1.0, memory.trim)
 
     def _summary(self) -> None:
         """One log line a minute about refused, evicted and timed-out connections (never one each)."""
