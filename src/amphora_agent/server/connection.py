@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
@@ -270,7 +272,9 @@ class Connection(asyncio.Protocol):
         length = str(len(body)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", length), CLOSE]
         try:
-            self.write(self.h11.send(h11.Response(status_code=status, headers=headers)))
+            self.write(
+                self.h11.send(h11.Response(status_code=status, headers=headers, reason=phrase(status)))
+            )
             self.write(self.h11.send(h11.Data(data=body)))
             self.write(self.h11.send(h11.EndOfMessage()))
         except h11.LocalProtocolError:
@@ -280,10 +284,9 @@ class Connection(asyncio.Protocol):
     def _write_raw(self, status: int, detail: str) -> None:
         """An answer h11 cannot frame (no request was read): written as bytes."""
         body = self.shared.error_body(status, detail)
-        phrase = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
         head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
             status,
-            phrase.get(status, b"Error"),
+            phrase(status),
             len(body),
         )
         self.write(head + b"connection: close\r\n\r\n" + body)
@@ -328,6 +331,15 @@ class Connection(asyncio.Protocol):
         self._stopping = True
         if self.phase in (Phase.IDLE, Phase.DRAIN):
             self.close()
+
+
+@functools.cache
+def phrase(status: int) -> bytes:
+    """The reason phrase of a status (``Request Timeout``), empty when unknown."""
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def _address(info: Any) -> tuple[str, int] | None:
@@ -443,7 +455,8 @@ class Cycle:
             headers = [(b"date", conn.shared.date()), *message.get("headers", [])]
             if conn.h11.their_state is not h11.DONE and CLOSE not in headers:
                 headers.append(CLOSE)  # answered before the body was read: drained, then closed
-            response = h11.Response(status_code=message["status"], headers=headers)
+            status = message["status"]
+            response = h11.Response(status_code=status, headers=headers, reason=phrase(status))
             conn.write(conn.h11.send(response))
             return
         if message["type"] != "http.response.body" or self.response_complete:
