@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import namespaces
-from lab.configs import rss_mib
 
 from amphora_agent.api import MAX_UPLOAD
+from lab import namespaces
+from lab.configs import rss_mib
 from tests.integration.helpers import SINGLE_HTTP_LB, render
 
 pytestmark = pytest.mark.integration

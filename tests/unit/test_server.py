@@ -302,13 +302,24 @@ def test_a_body_over_the_drain_limit_is_cut_off(certificates: tuple[ssl.SSLConte
                 sock.sendall(b"x" * 65536)
 
 
-def test_a_malformed_request_gets_a_json_400(certificates: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
-    """What h11 cannot parse is the API's JSON 400, then close."""
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 40000 + b"\r\n\r\n", 431),  # in one piece
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 40000, 431),  # never ending
+    ],
+    ids=["malformed", "headers-too-big", "headers-unfinished"],
+)
+def test_a_request_that_cannot_be_read_gets_a_json_error(
+    certificates: tuple[ssl.SSLContext, ssl.SSLContext], request_bytes: bytes, status: int
+) -> None:
+    """What h11 cannot parse is the API's JSON 400; headers over 16 KiB a JSON 431; then close."""
     with running(certificates, server.Limits()) as srv, srv.tls() as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+        sock.sendall(request_bytes)
         answer = read_answer(sock)
-        assert answer.startswith(b"HTTP/1.1 400 ")
-        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["http_code"] == 400
+        assert answer.startswith(b"HTTP/1.1 %d " % status)
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["http_code"] == status
 
 
 def test_kept_alive_requests_are_not_held_back_by_nagle(

@@ -16,7 +16,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from amphora_agent import lifecycle
-from amphora_agent.errors import InvalidInput
+from amphora_agent.errors import InvalidInput, UnsafePath
 from amphora_agent.loadbalancers import haproxy_config, service
 from amphora_agent.system import files
 from tests.unit.strategies import lines_of
@@ -64,6 +64,21 @@ def test_the_staging_folder_is_never_a_link_nor_missing(tmp_path: Path) -> None:
     done = upload(base / "linked" / "haproxy.cfg", b"global\n")
     assert done.path.parent == base and list(outside.iterdir()) == []
     done.discard()
+
+
+def test_under_an_agent_folder_no_link_is_followed_to_stage_or_place(tmp_path: Path) -> None:
+    """Below the agent's folder (``root``) a staged upload never goes through a link, and placing it
+    where a folder was replaced by one is refused: the outside folder stays empty."""
+    outside, base = tmp_path / "outside", tmp_path / "base"
+    outside.mkdir()
+    (base / "lb").mkdir(parents=True)
+    (base / "linked").symlink_to(outside)
+    staged = files.UploadWriter(base / "linked" / "haproxy.cfg", root=base).finish()
+    assert staged.path.parent == base
+    with pytest.raises(UnsafePath):
+        files.place(staged, base / "linked" / "haproxy.cfg", files.PRIVATE, root=base)
+    files.place(staged, base / "lb" / "haproxy.cfg", files.PRIVATE, root=base)
+    assert (base / "lb" / "haproxy.cfg").exists() and list(outside.iterdir()) == []
 
 
 def test_place_moves_the_upload_with_its_mode(tmp_path: Path) -> None:
@@ -150,7 +165,7 @@ def prepared(tmp_path: Path, text: bytes, block: int, monkeypatch: pytest.Monkey
     monkeypatch.setattr(service, "BLOCK", block)
     target = tmp_path / "haproxy.cfg"
     original = upload(target, text)
-    result = service.prepare_config(original, target)
+    result = service.prepare_config(original, files.Destination(target, tmp_path))
     try:
         return result.path.read_bytes()
     finally:
@@ -201,4 +216,4 @@ def test_without_group_lines_the_upload_itself_is_used(tmp_path: Path) -> None:
     """No rewrite (no second file) for the controller's configs, which have no group line."""
     target = tmp_path / "haproxy.cfg"
     original = upload(target, b"global\n    daemon\n")
-    assert service.prepare_config(original, target) == original
+    assert service.prepare_config(original, files.Destination(target, tmp_path)) == original

@@ -198,6 +198,9 @@ class Connection(asyncio.Protocol):
 
     def _start(self, event: h11.Request) -> None:
         """Build the ASGI scope of a request and run the app on it."""
+        if len(event.target) + sum(len(name) + len(value) for name, value in event.headers) > HEADER_LIMIT:
+            self._refuse(431, "the request line and headers are over 16 KiB")  # arrived in one piece
+            return
         raw_path, _, query = event.target.partition(b"?")
         try:
             path = unquote(raw_path.decode("ascii"))

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from amphora_agent.settings import Settings
 
 KEEPALIVE = 30.0  # seconds a kept-alive connection waits for its next request (at most the read timeout)
-MAX_HANDSHAKES = 64  # TLS handshakes in progress at once; over it the oldest one is closed
-TLS_READ_BUFFER = 16 << 10  # one TLS record; asyncio's default is 256 KiB per connection, allocated up front
+MAX_HANDSHAKES = 128  # TLS handshakes in progress at once; over it the oldest one is closed
+TLS_READ_BUFFER = 8 << 10  # half a TLS record; asyncio allocates 256 KiB per connection, up front
 TLS_SHUTDOWN = 5.0  # seconds a closing connection waits for the peer's close_notify
-HEADER_LIMIT = 16 << 10  # request line and headers together, bytes (h11's default)
+HEADER_LIMIT = 16 << 10  # request line and headers, bytes: past it 431
 DRAIN_LIMIT = 256 << 20  # bytes of an unread body read and dropped after an early answer (a 413)
 BODY_BUFFER = 64 << 10  # body bytes buffered before reading pauses until the app takes them
 SHUTDOWN_GRACE = 10.0  # seconds requests in progress may take to finish when the agent stops

@@ -150,7 +150,7 @@ class Listener:
         """Count the socket against the cap, then wait for its first bytes."""
         self.counters.accepted += 1
         if self.connections >= self.limits.max_connections:
-            victim = next(iter(self.waiting), None) or next(iter(self.handshaking), None)
+            victim = self._victim()
             if victim is None:
                 self.counters.refused += 1
                 sock.close()
@@ -165,6 +165,23 @@ class Listener:
             self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
         self.counters.peak = max(self.counters.peak, self.connections)
         self._high = max(self._high, self.connections)
+
+    def _victim(self) -> Pending | None:
+        """The connection to close for a new one: the oldest that has still said nothing (one that
+        has spoken but whose bytes the loop has not seen yet starts its handshake instead), else the
+        oldest handshake."""
+        while self.waiting:
+            oldest = next(iter(self.waiting))
+            try:
+                spoke = oldest.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+            except BlockingIOError:
+                return oldest
+            except OSError:
+                spoke = False
+            if not spoke:
+                return oldest  # closed by its client: gone anyway
+            self._speaks(oldest)
+        return next(iter(self.handshaking), None)
 
     def _speaks(self, pending: Pending) -> None:
         """The client sent its first bytes: start TLS (closing the oldest handshake if too many)."""
