@@ -141,7 +141,8 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         """The client does not read fast enough: it gets ``request_timeout`` to catch up."""
         self._paused = True
-        self._write_timer = self.loop.call_later(self.limits.request_timeout, self.abort)
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.limits.request_timeout, self.abort)
 
     def resume_writing(self) -> None:
         """The write buffer drained (or the connection is gone): writers go on."""
