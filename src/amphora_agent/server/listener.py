@@ -110,6 +110,7 @@ class Listener:
         self._report: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._high = 0  # pending connections since the last trim
+        self._closed = False
 
     @property
     def connections(self) -> int:
@@ -124,6 +125,7 @@ class Listener:
 
     def close(self) -> None:
         """Stop accepting and close every connection without a finished handshake."""
+        self._closed = True
         self.loop.remove_reader(self.sock.fileno())
         for timer in (self._report, self._sweeper):
             if timer is not None:
@@ -142,9 +144,13 @@ class Listener:
                 LOG.error("accept failed: %s; pausing the API for one second", exc)
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self.loop.remove_reader(self.sock.fileno())
-                    self.loop.call_later(1.0, self.loop.add_reader, self.sock.fileno(), self._accept)
+                    self.loop.call_later(1.0, self._resume)
                 return
             self._admit(sock)
+
+    def _resume(self) -> None:
+        if not self._closed:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def _admit(self, sock: socket.socket) -> None:
         """Count the socket against the cap, then wait for its first bytes."""
