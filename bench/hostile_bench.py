@@ -13,7 +13,8 @@ and haproxy in namespaces of their own (``lab``); the attackers are a process of
    handshake, a connection that never shakes hands, headers and a body sent one byte at a time live.
 3. **uploads**: 20 concurrent config uploads at the size limit, then 20 of 60 MiB: peak RSS, answers.
 4. **content** (the other half of issue 11, ``bench.content_bench``): the PUT of the controller's TLS
-   fixture and the decoy run; and a decoy folder snapshotted across this whole run.
+   fixture beside ``haproxy -c`` of the HTTP one, and its decoy run; and a decoy folder of this
+   benchmark snapshotted across the whole run.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import importlib
 import json
+import os
 import socket
 import statistics
 import sys
@@ -30,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from amphora_agent.api import MAX_UPLOAD
@@ -46,8 +46,10 @@ from bench.common import (
     roomy_client_ports,
     start_serving,
 )
+from bench.content_bench import GNU_TIME, ContentBench
 from lab import namespaces
 from lab.configs import CONTROLLER_FIXTURES
+from lab.decoy import Decoy
 from lab.namespaces import preflight
 
 SINGLE = "0fea25e0-f190-4bc0-94ec-e5cd2d8994b6"
@@ -55,14 +57,6 @@ DEADLINE_READ_TIMEOUT = 20
 PROBE_EVERY = 0.2
 N_UPLOADS = 20
 OVER_LIMIT = 60 << 20
-
-
-def optional(name: str) -> ModuleType | None:
-    """A module of the content half of issue 11, when it has landed."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
 
 
 class Sampler:
@@ -284,18 +278,13 @@ class HostileBench:
         return answers, sampler.peak, wall
 
     # -- 4. content --------------------------------------------------------------------------------
-    def content(self, content_bench: ModuleType | None) -> None:
-        """The content half's own measurements (TLS fixture PUT, decoy), when it has landed."""
-        if content_bench is None:
-            for name in (
-                "PUT .../haproxy of the TLS fixture",
-                "files changed in the decoy by hostile uploads",
-            ):
-                self.figures.append(Figure(name, "n/a until the content part lands", "issue 11"))
-            return
-        bench: Any = content_bench.ContentBench(self.amp)
+    def content(self) -> None:
+        """The content half's own measurements (``bench.content_bench``): the TLS fixture's PUT beside
+        ``haproxy -c`` of the HTTP one, its check's memory, and the decoy run."""
+        bench = ContentBench(self.amp)
         bench.check_cost()
         bench.hostile()
+        bench.api.close()
         self.figures += bench.figures
 
 
@@ -373,31 +362,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", type=int, default=500, help="slow TLS connections (default 500)")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds before the RSS after (30)")
     args = parser.parse_args(argv)
-    problem = preflight()
+    problem = preflight() or (
+        None if os.access(GNU_TIME, os.X_OK) else f"{GNU_TIME} is missing (apt install time)"
+    )
     if problem:
         print(f"hostile bench: {problem}", file=sys.stderr)
         return 2
     namespaces.isolate()
     roomy_client_ports()
     print(f"hostile bench: issue 11 ({loadavg()} at start)", flush=True)
-    decoy_module = optional("lab.decoy")
     with lab_amphora("amphostile") as (amp, members):
-        decoy = decoy_module.Decoy(amp.workdir / "decoy-run") if decoy_module else None
+        decoy = Decoy(amp.workdir / "decoy-run")
         start_serving(amp, members)
         bench = HostileBench(amp, args)
-        for phase in (bench.hold, bench.deadlines, bench.uploads):
+        for phase in (bench.hold, bench.deadlines, bench.uploads, bench.content):
             print(f"  phase: {phase.__name__} ...", flush=True)
             phase()
-        print("  phase: content ...", flush=True)
-        bench.content(optional("bench.content_bench"))
-        changes = decoy.changes() if decoy is not None else None
+        changes = decoy.changes()
         bench.figures.append(
             Figure(
-                "files created, changed or deleted in a decoy folder across the whole run",
-                "n/a until the content part lands" if changes is None else str(len(changes)),
+                "files created, changed or deleted in this run's own decoy folder (all phases)",
+                str(len(changes)) + (f": {', '.join(changes[:3])}" if changes else ""),
                 "0",
                 "-",
-                None if changes is None else not changes,
+                not changes,
             )
         )
     print_figures(
