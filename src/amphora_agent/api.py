@@ -144,24 +144,36 @@ async def read_body(request: Request, limit: int = MAX_JSON) -> bytes:
 
 async def receive_upload(request: Request, target: files.Destination) -> files.Upload:
     """The body, written as it arrives to a temp file beside ``target`` (md5 on the way) and refused
-    with 413 past MAX_UPLOAD; at most FLUSH bytes of it are in memory at once."""
+    with 413 past MAX_UPLOAD; at most FLUSH bytes of it are in memory at once. A body under FLUSH
+    costs one trip to a worker thread (create, write, fsync)."""
     _check_declared(request, MAX_UPLOAD)
-    writer = await run_in_threadpool(files.UploadWriter, target.path, target.root)
+    writer: files.UploadWriter | None = None
     try:
-        pending = bytearray()
+        pending, size = bytearray(), 0
         async for chunk in request.stream():
-            if writer.size + len(pending) + len(chunk) > MAX_UPLOAD:
+            size += len(chunk)
+            if size > MAX_UPLOAD:
                 raise _over(MAX_UPLOAD)
             pending += chunk
             if len(pending) >= FLUSH:
                 block, pending = pending, bytearray()
-                await run_in_threadpool(writer.write, block)
-        if pending:
-            await run_in_threadpool(writer.write, pending)
-        return await run_in_threadpool(writer.finish)
+                writer = await run_in_threadpool(_write, writer, target, block)
+        last = writer
+        return await run_in_threadpool(lambda: _write(last, target, pending).finish())
     except BaseException:
-        writer.discard()
+        if writer is not None:
+            writer.discard()
         raise
+
+
+def _write(
+    writer: files.UploadWriter | None, target: files.Destination, block: bytearray
+) -> files.UploadWriter:
+    """Append ``block`` to the upload, starting its temp file first if need be (in a worker thread)."""
+    writer = writer or files.UploadWriter(target.path, target.root)
+    if block:
+        writer.write(block)
+    return writer
 
 
 async def stored(

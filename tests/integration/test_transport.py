@@ -197,22 +197,25 @@ def test_a_client_over_the_limit_reads_the_json_413(amp: namespaces.Amphora, chu
 def test_uploads_at_the_limit_are_streamed_to_disk(amp: namespaces.Amphora, fixtures_dir: Path) -> None:
     """Eight concurrent 16 MiB configs: stored byte for byte with their md5 as ETag, and the agent's
     peak memory grows by far less than one of them per upload."""
+    ids = [f"0b5e5b51-0000-4000-8000-00000000000{index}" for index in range(8)]
     config = render(fixtures_dir, "single-http.cfg", amp)
     padding = b"# padding to the upload limit\n"
-    body = config + padding * ((MAX_UPLOAD - len(config)) // len(padding))
+    bodies = [config.replace(SINGLE_HTTP_LB.encode(), lb.encode()) for lb in ids]
+    bodies = [body + padding * ((MAX_UPLOAD - len(body)) // len(padding)) for body in bodies]
     pid = agent_pid(amp)
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak RSS from now on
     before = rss_mib(pid)
-    answers: list[tuple[int, str | None]] = []
+    answers: dict[int, tuple[int, str | None]] = {}
 
     def upload(index: int) -> None:
         conn = amp.https(timeout=60)
         try:
-            lb = f"0b5e5b51-0000-4000-8000-00000000000{index}"
-            conn.request("PUT", f"/1.0/loadbalancer/{amp.amphora_id}/{lb}/haproxy", body=body)
+            conn.request(
+                "PUT", f"/1.0/loadbalancer/{amp.amphora_id}/{ids[index]}/haproxy", body=bodies[index]
+            )
             response = conn.getresponse()
             response.read()
-            answers.append((response.status, response.getheader("etag")))
+            answers[index] = (response.status, response.getheader("etag"))
         finally:
             conn.close()
 
@@ -222,8 +225,8 @@ def test_uploads_at_the_limit_are_streamed_to_disk(amp: namespaces.Amphora, fixt
     for thread in threads:
         thread.join(120)
     peak = _status_mib(pid, "VmHWM") - before
-    assert answers == [(202, hashlib.md5(body).hexdigest())] * 8
-    assert (amp.base / "0b5e5b51-0000-4000-8000-000000000003" / "haproxy.cfg").read_bytes() == body
+    assert answers == {index: (202, hashlib.md5(body).hexdigest()) for index, body in enumerate(bodies)}
+    assert (amp.base / ids[3] / "haproxy.cfg").read_bytes() == bodies[3]
     assert peak < 40, f"peak grew {peak:.1f} MiB for 8 x 16 MiB"
 
 
