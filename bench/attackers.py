@@ -1,4 +1,5 @@
-"""Clients that hold an agent's connections for the ``hostile`` benchmark, in a process of their own.
+"""Hostile clients for the ``hostile`` benchmark: connection holders (in a process of their own) and
+single connections that dawdle.
 
 Silent TCP connections (no TLS), and TLS connections with a valid client certificate that send their
 request headers one byte every few seconds. Each is reopened ``RECONNECT`` seconds after the agent
@@ -12,9 +13,12 @@ import contextlib
 import multiprocessing
 import multiprocessing.queues
 import resource
+import socket
 import ssl
 import time
 from dataclasses import asdict, dataclass
+
+from lab.namespaces import Amphora
 
 RECONNECT = 1.0  # seconds before a connection the agent closed is opened again
 RAMP = 500  # connections opened per tenth of a second at the start
@@ -167,3 +171,45 @@ class Attack:
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join(5)
+
+
+# -- one connection at a time: how long the agent lets it live -------------------------------------
+def closes(sock: socket.socket, limit: float) -> tuple[float | None, str]:
+    """Seconds until the agent closes ``sock`` (None if not within ``limit``), and what it said."""
+    started = time.monotonic()
+    sock.settimeout(limit)
+    data = b""
+    with sock:
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except TimeoutError:
+            return None, "no answer"
+        except OSError:
+            pass
+    return time.monotonic() - started, data.split(b"\r\n", 1)[0].decode(errors="replace") or "closed"
+
+
+def trickle(amp: Amphora, lb_id: str, headers_only: bool, every: float) -> tuple[float | None, str]:
+    """A request sent one byte every ``every`` seconds: the headers, or a 1,000-byte config body."""
+    sock = amp.tls_socket()
+    path = f"/1.0/loadbalancer/{amp.amphora_id}/{lb_id}/haproxy"
+    head = f"PUT {path} HTTP/1.1\r\nHost: amphora\r\nContent-Length: 1000\r\n\r\n".encode()
+    data = head * 10 if headers_only else b"#" * 1000
+    started = time.monotonic()
+    sock.settimeout(every)
+    with sock:
+        if not headers_only:
+            sock.sendall(head)
+        for byte in data:
+            if time.monotonic() - started > 90:
+                break
+            try:
+                sock.send(bytes([byte]))
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return time.monotonic() - started, "closed"
+            return time.monotonic() - started, answer.split(b"\r\n", 1)[0].decode() or "closed"
+    return None, "still open after 90 s"

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from amphora_agent.api import MAX_UPLOAD
-from bench.attackers import Attack, Target
+from bench.attackers import Attack, Target, closes, trickle
 from bench.common import (
     Figure,
     lab_amphora,
@@ -215,8 +215,8 @@ class HostileBench:
             "never starts the handshake": lambda: closes(
                 socket.create_connection((self.amp.mgmt_ip, 9443), timeout=10), 60
             ),
-            "headers one byte every 2 s": lambda: trickle(self.amp, headers_only=True, every=2.0),
-            "a body one byte every 0.5 s": lambda: trickle(self.amp, headers_only=False, every=0.5),
+            "headers one byte every 2 s": lambda: trickle(self.amp, SINGLE, headers_only=True, every=2.0),
+            "a body one byte every 0.5 s": lambda: trickle(self.amp, SINGLE, headers_only=False, every=0.5),
         }
         results: dict[str, tuple[float | None, str]] = {}
         threads = [
@@ -313,47 +313,6 @@ def agent_connections(amp: namespaces.Amphora) -> int:
         "ss", "-Htn", "state", "established", "( sport = :9443 )", netns=amp.name, check=False
     )
     return len(out.splitlines())
-
-
-def closes(sock: socket.socket, limit: float) -> tuple[float | None, str]:
-    """Seconds until the agent closes ``sock`` (None if not within ``limit``), and what it said."""
-    started = time.monotonic()
-    sock.settimeout(limit)
-    data = b""
-    with sock:
-        try:
-            while chunk := sock.recv(65536):
-                data += chunk
-        except TimeoutError:
-            return None, "no answer"
-        except OSError:
-            pass
-    return time.monotonic() - started, data.split(b"\r\n", 1)[0].decode(errors="replace") or "closed"
-
-
-def trickle(amp: namespaces.Amphora, headers_only: bool, every: float) -> tuple[float | None, str]:
-    """A request sent one byte every ``every`` seconds: the headers, or a 1,000-byte config body."""
-    sock = amp.tls_socket()
-    path = f"/1.0/loadbalancer/{amp.amphora_id}/{SINGLE}/haproxy"
-    head = f"PUT {path} HTTP/1.1\r\nHost: amphora\r\nContent-Length: 1000\r\n\r\n".encode()
-    data = head * 10 if headers_only else b"#" * 1000
-    started = time.monotonic()
-    sock.settimeout(every)
-    with sock:
-        if not headers_only:
-            sock.sendall(head)
-        for byte in data:
-            if time.monotonic() - started > 90:
-                break
-            try:
-                sock.send(bytes([byte]))
-                answer = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return time.monotonic() - started, "closed"
-            return time.monotonic() - started, answer.split(b"\r\n", 1)[0].decode() or "closed"
-    return None, "still open after 90 s"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,8 @@ from amphora_agent import server
 from amphora_agent.api import error_json
 from amphora_agent.cli import listen_socket
 from amphora_agent.devcerts import CertificateAuthority
-from amphora_agent.server.connection import Message, Receive, Send
 from amphora_agent.server.listener import Listener
+from amphora_agent.server.types import Message, Receive, Send
 
 MAX_BODY = 1 << 20
 

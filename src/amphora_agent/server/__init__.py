@@ -1,8 +1,8 @@
 """The API server: accept, TLS, HTTP/1.1 and the ASGI app, with a limit or a deadline on every stage.
 
 ``serve`` runs until ``stop`` is set. ``listener`` holds connections until they have authenticated,
-``connection`` speaks HTTP on them, ``limits`` names every bound (docs/hardening.md), and ``memory``
-keeps glibc from holding on to what bursts freed.
+``connection`` speaks HTTP on them, ``asgi`` hands each request to the app, ``limits`` names every
+bound (docs/hardening.md), and ``memory`` keeps glibc from holding on to what bursts freed.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import ssl
 from collections.abc import Callable
 
 from amphora_agent.server import memory
-from amphora_agent.server.connection import App, Connection, ErrorBody, Phase, Shared
+from amphora_agent.server.connection import Connection, Phase, Shared
 from amphora_agent.server.limits import SHUTDOWN_GRACE, Limits
 from amphora_agent.server.listener import Listener
+from amphora_agent.server.types import App, ErrorBody
 
 __all__ = ["Limits", "serve"]
 LOG = logging.getLogger(__name__)

@@ -12,27 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
 import h11
 
-from amphora_agent.server.limits import BODY_BUFFER, HEADER_LIMIT, Limits
+from amphora_agent.server.asgi import Cycle
+from amphora_agent.server.limits import HEADER_LIMIT, Limits
+from amphora_agent.server.types import CLOSE, App, ErrorBody, Message, phrase
 
 LOG = logging.getLogger(__name__)
-
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Message, Receive, Send], Awaitable[None]]
-ErrorBody = Callable[[int, str], bytes]  # status, detail -> the API's JSON error body
-CLOSE = (b"connection", b"close")
 
 
 class Phase(enum.Enum):
@@ -175,7 +167,7 @@ class Connection(asyncio.Protocol):
             if event is h11.NEED_DATA:
                 return
             if event is h11.PAUSED:  # a pipelined request: read it after this answer
-                self._pause_reading()
+                self.pause_reading()
                 return
             if isinstance(event, h11.Request):
                 if self.phase is Phase.IDLE:  # pipelined: it was in the buffer already
@@ -238,7 +230,7 @@ class Connection(asyncio.Protocol):
         unsent = cycle is not None and cycle.refused_continue  # the client never sends that body
         if their is h11.SEND_BODY and not unsent and not self._stopping:
             self.phase = Phase.DRAIN  # the deadline of the request still runs
-            self._resume_reading()
+            self.resume_reading()
             return
         if their is not h11.DONE or ours is not h11.DONE or self._stopping:
             self.close()
@@ -247,7 +239,7 @@ class Connection(asyncio.Protocol):
         self.cycle = None
         self.phase = Phase.IDLE
         self._arm(self.limits.keepalive_timeout)
-        self._resume_reading()
+        self.resume_reading()
         self._events()  # a pipelined request already in the buffer
 
     def _expired(self) -> None:
@@ -308,11 +300,13 @@ class Connection(asyncio.Protocol):
                 self._write_waiter = self.loop.create_future()
             await self._write_waiter
 
-    def _pause_reading(self) -> None:
+    def pause_reading(self) -> None:
+        """Stop reading from the client (the app has enough body buffered, or a pipelined request)."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
 
-    def _resume_reading(self) -> None:
+    def resume_reading(self) -> None:
+        """Read from the client again."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -337,139 +331,5 @@ class Connection(asyncio.Protocol):
             self.close()
 
 
-@functools.cache
-def phrase(status: int) -> bytes:
-    """The reason phrase of a status (``Request Timeout``), empty when unknown."""
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
-
-
 def _address(info: Any) -> tuple[str, int] | None:
     return (str(info[0]), int(info[1])) if isinstance(info, tuple | list) and len(info) >= 2 else None
-
-
-class Cycle:
-    """One request and its answer, as the ASGI app sees them."""
-
-    __slots__ = (
-        "_head",
-        "_waiter",
-        "body",
-        "buffered",
-        "connection",
-        "disconnected",
-        "more_body",
-        "refused_continue",
-        "response_complete",
-        "response_started",
-        "scope",
-    )
-
-    def __init__(self, connection: Connection, scope: Message) -> None:
-        self.connection = connection
-        self.scope = scope
-        self.body: list[bytes] = []
-        self.buffered = 0
-        self.more_body = True
-        self.disconnected = False
-        self.response_started = False
-        self.response_complete = False
-        self.refused_continue = False  # answered a client that waits for "100 Continue"
-        self._head = scope["method"] == "HEAD"
-        self._waiter: asyncio.Future[None] | None = None
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- from the connection -------------------------------------------------------------------
-    def feed(self, data: bytes) -> None:
-        """Body bytes arrived; reading pauses while the app has not taken BODY_BUFFER of them."""
-        if self.disconnected or not data:
-            return
-        self.body.append(data)
-        self.buffered += len(data)
-        if self.buffered > BODY_BUFFER:
-            self.connection._pause_reading()
-        self._wake()
-
-    def end(self) -> None:
-        """The whole body arrived."""
-        self.more_body = False
-        self._wake()
-
-    def disconnect(self) -> None:
-        """The connection is gone (or timed out): the app's next receive says so."""
-        self.disconnected = True
-        self._wake()
-
-    def answer_now(self, status: int, detail: str) -> None:
-        """Answer for the app (a deadline passed) and tell the app the client is gone."""
-        self.response_started = self.response_complete = True
-        self.connection.send_error(status, detail)
-        self.disconnect()
-
-    # -- ASGI ----------------------------------------------------------------------------------
-    async def run(self, app: App) -> None:
-        """Run the app; a crash before any answer is a JSON 500."""
-        try:
-            await app(self.scope, self.receive, self.send)
-        except Exception:
-            LOG.exception("%s %s failed in the server", self.scope["method"], self.scope["path"])
-            if not self.response_started and not self.disconnected:
-                body = self.connection.shared.error_body(500, "")
-                await self.send({"type": "http.response.start", "status": 500, "headers": [CLOSE]})
-                await self.send({"type": "http.response.body", "body": body})
-        finally:
-            if not self.response_complete and not self.disconnected:
-                self.connection.close()
-
-    async def receive(self) -> Message:
-        """The next part of the body, or ``http.disconnect``."""
-        conn = self.connection
-        if conn.h11.they_are_waiting_for_100_continue and not self.disconnected:
-            conn.write(conn.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
-        while not self.body and self.more_body and not (self.disconnected or self.response_complete):
-            conn._resume_reading()
-            self._waiter = conn.loop.create_future()
-            await self._waiter
-        if self.disconnected or self.response_complete:
-            return {"type": "http.disconnect"}
-        data = b"".join(self.body)
-        self.body.clear()
-        self.buffered = 0
-        conn._resume_reading()
-        return {"type": "http.request", "body": data, "more_body": self.more_body}
-
-    async def send(self, message: Message) -> None:
-        """Write the answer's head or a part of its body."""
-        conn = self.connection
-        if not self.disconnected:
-            await conn.writable()
-        if self.disconnected:
-            return
-        if not self.response_started:
-            if message["type"] != "http.response.start":
-                raise RuntimeError(f"expected http.response.start, got {message['type']}")
-            self.response_started = True
-            self.refused_continue = conn.h11.they_are_waiting_for_100_continue
-            headers = [(b"date", conn.shared.date()), *message.get("headers", [])]
-            if conn.h11.their_state is not h11.DONE and CLOSE not in headers:
-                headers.append(CLOSE)  # answered before the body was read: drained, then closed
-            status = message["status"]
-            response = h11.Response(status_code=status, headers=headers, reason=phrase(status))
-            conn.write(conn.h11.send(response))
-            return
-        if message["type"] != "http.response.body" or self.response_complete:
-            raise RuntimeError(f"unexpected {message['type']} after the answer")
-        body = b"" if self._head else message.get("body", b"")
-        if body:
-            conn.write(conn.h11.send(h11.Data(data=body)))
-        if not message.get("more_body", False):
-            conn.write(conn.h11.send(h11.EndOfMessage()))
-            self.response_complete = True
-            self._wake()
-            conn.responded()
