@@ -142,10 +142,15 @@ async def read_body(request: Request, limit: int = MAX_JSON) -> bytes:
     return b"".join(chunks)
 
 
-async def receive_upload(request: Request, target: files.Destination) -> files.Upload:
-    """The body, written as it arrives to a temp file beside ``target`` (md5 on the way) and refused
-    with 413 past MAX_UPLOAD; at most FLUSH bytes of it are in memory at once. A body under FLUSH
-    costs one trip to a worker thread (create, write, fsync)."""
+async def stored(
+    request: Request, target: files.Destination, store: Callable[[files.Upload], object]
+) -> files.Upload:
+    """The body, written as it arrives to a temp file beside ``target`` (md5 on the way), refused with
+    413 past MAX_UPLOAD, then handed to ``store``; the temp file never outlives the request.
+
+    At most FLUSH bytes of the body are in memory at once. The last part, the fsync and ``store`` go
+    to a worker thread in one trip: a body under FLUSH costs one, as a body read whole did.
+    """
     _check_declared(request, MAX_UPLOAD)
     writer: files.UploadWriter | None = None
     try:
@@ -158,12 +163,21 @@ async def receive_upload(request: Request, target: files.Destination) -> files.U
             if len(pending) >= FLUSH:
                 block, pending = pending, bytearray()
                 writer = await run_in_threadpool(_write, writer, target, block)
-        last = writer
-        return await run_in_threadpool(lambda: _write(last, target, pending).finish())
     except BaseException:
         if writer is not None:
             writer.discard()
         raise
+    last = writer
+
+    def finish_and_store() -> files.Upload:
+        upload = _write(last, target, pending).finish()
+        try:
+            store(upload)
+        finally:
+            upload.discard()
+        return upload
+
+    return await run_in_threadpool(finish_and_store)
 
 
 def _write(
@@ -174,19 +188,6 @@ def _write(
     if block:
         writer.write(block)
     return writer
-
-
-async def stored(
-    request: Request, target: files.Destination, store: Callable[[files.Upload], object]
-) -> files.Upload:
-    """Receive an upload for ``target`` and hand it to ``store`` (in a thread); the temp file never
-    outlives the request."""
-    upload = await receive_upload(request, target)
-    try:
-        await run_in_threadpool(store, upload)
-    finally:
-        upload.discard()
-    return upload
 
 
 def md5(data: bytes) -> str:
