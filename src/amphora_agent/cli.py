@@ -53,6 +53,7 @@ async def serve(agent: Agent) -> None:
     server = uvicorn.Server(config)
     stop = asyncio.Event()
     loops = [asyncio.create_task(agent.supervisor.run(stop)), asyncio.create_task(agent.heartbeat.run(stop))]
+    loops.append(asyncio.create_task(agent.metrics.run(stop)))  # 127.0.0.1:9102 in the haproxy namespace
     LOG.info("amphora-agent %s listening on [%s]:%d", __version__, settings.bind_host, settings.bind_port)
     try:
         await server.serve(sockets=[sock])
