@@ -62,6 +62,10 @@ class MetricsServer:
             self.scrapes += 1
         return await asyncio.shield(self._inflight)
 
+    async def start(self, sock: socket.socket) -> asyncio.Server:
+        """Serve on the listening ``sock`` (request heads beyond the bound are refused)."""
+        return await asyncio.start_server(self.handle, sock=sock, limit=MAX_REQUEST_HEAD)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request, one answer, then close (as the existing proxy does)."""
         if self.connections >= MAX_CONNECTIONS:
@@ -168,7 +172,7 @@ class ServingThread(threading.Thread):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), BIND_RETRY)
                 continue
-            return await asyncio.start_server(self.server.handle, sock=sock, limit=MAX_REQUEST_HEAD)
+            return await self.server.start(sock)
         return None
 
 

@@ -137,11 +137,15 @@ class Scraper:
         exporter: tuple[str, int] = EXPORTER,
         timeout: float = TIMEOUT,
         figures: Callable[[], tuple[float, float]] = host_figures,
+        l4_timeout: float = L4_TIMEOUT,
+        max_bytes: int = MAX_EXPORTER_BYTES,
     ) -> None:
         self._lvs = lvs
         self._exporter = exporter
         self._timeout = timeout
         self._figures = figures
+        self._l4_timeout = l4_timeout
+        self._max_bytes = max_bytes
         self._failing: str | None = None
 
     async def scrape(self) -> Answer:
@@ -149,16 +153,18 @@ class Scraper:
         loop = asyncio.get_running_loop()
         lvs = loop.run_in_executor(None, self._l4) if self._lvs is not None else None
         try:
-            raw = await asyncio.wait_for(fetch(self._exporter), self._timeout)
+            raw = await asyncio.wait_for(fetch(self._exporter, self._max_bytes), self._timeout)
         except (OSError, TimeoutError, ExporterError) as exc:
             return self._failed(str(exc) or f"no answer within {self._timeout:g} s")
         self._recovered()
         added: list[Family] = []
         if lvs is not None:
             try:
-                added = await asyncio.wait_for(asyncio.shield(lvs), L4_TIMEOUT)
+                added = await asyncio.wait_for(asyncio.shield(lvs), self._l4_timeout)
             except TimeoutError:
-                LOG.warning("no LVS metrics in this scrape: IPVS did not answer within %g s", L4_TIMEOUT)
+                LOG.warning(
+                    "no LVS metrics in this scrape: IPVS did not answer within %g s", self._l4_timeout
+                )
         cpu, memory = self._figures()
         return Answer(200, CONTENT_TYPE, render.scrape_body(raw, cpu, memory, added))
 
