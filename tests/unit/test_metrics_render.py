@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,17 @@ def test_the_amphora_gauges_are_printed_as_the_proxy_prints_them() -> None:
         "# HELP octavia_loadbalancer_memory Load balancer memory utilization (percentage).\n"
         "# TYPE octavia_loadbalancer_memory gauge\noctavia_loadbalancer_memory 12.3\n"
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, len(HAPROXY_26)), max_size=40), st.integers(0, 200))
+def test_any_split_of_the_text_gives_the_same_answer(cuts: list[int], tiny: int) -> None:
+    """Fed as it arrives, in pieces of any size (a ``# HELP`` cut in two too): the same bytes."""
+    bounds = sorted({0, len(HAPROXY_26), *cuts, *range(tiny, tiny + 30)})
+    family = Family("octavia_listener_status", "gauge", "x", ('octavia_listener_status{listener="u"} 1',))
+    rewriter = render.Rewriter()
+    for index, (start, end) in enumerate(itertools.pairwise(bounds)):
+        if index == len(cuts) // 2:
+            rewriter.add([family])  # the agent's families come while haproxy's still arrive
+        rewriter.feed(HAPROXY_26[start:end])
+    assert b"".join(rewriter.finish()) == b"".join(render.rewrite(HAPROXY_26, [family]))

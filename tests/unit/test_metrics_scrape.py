@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from amphora_agent.health import lvs_stats
 from amphora_agent.metrics import endpoint
 from amphora_agent.metrics.exposition import CONTENT_TYPE, parse
-from amphora_agent.metrics.scrape import Answer, ExporterError, Scraper, parse_response
+from amphora_agent.metrics.scrape import (
+    Answer,
+    ExporterError,
+    Response,
+    Scrape,
+    Scraper,
+    bad_gateway,
+    parse_response,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "prometheus"
 HAPROXY_26 = (DATA / "haproxy-2.6-prometheus-cfg.txt").read_bytes()
@@ -211,27 +222,43 @@ def test_an_oversized_answer_is_refused() -> None:
 
 
 # -- the HTTP side --------------------------------------------------------------------------------
-class CountingScraper(Scraper):
-    """Answers a fixed body after ``delay``; counts the scrapes."""
+class StagedScraper(Scraper):
+    """Publishes a fixed answer in two steps ``delay`` apart (or a 502, or a cut); counts the runs."""
 
-    def __init__(self, delay: float = 0.0, status: int = 200) -> None:
+    def __init__(self, delay: float = 0.0, status: int = 200, cut: bool = False) -> None:
         super().__init__()
-        self.delay, self.status, self.count = delay, status, 0
+        self.delay, self.status, self.cut, self.count = delay, status, cut, 0
 
-    async def scrape(self) -> Answer:
-        """The fixed answer."""
+    async def run(self, scrape: Scrape) -> None:
+        """200 and the first piece, then the second piece and done (or a cut); or a whole 502."""
         self.count += 1
         await asyncio.sleep(self.delay)
-        return Answer(self.status, CONTENT_TYPE, [b"octavia_loadbalancer_cpu ", b"1.0\n"])
+        if self.status != 200:
+            scrape.answer(bad_gateway("answered HTTP/1.1 503 Service Unavailable"))
+            return
+        scrape.status = 200
+        scrape.pieces += [b"octavia_loadbalancer_cpu ", b"1.0\n"]
+        scrape.released = 2
+        scrape.notify()
+        await asyncio.sleep(self.delay)
+        if self.cut:
+            scrape.error = "haproxy went away"
+        else:
+            scrape.pieces.append(b"octavia_loadbalancer_memory 2.0\n")
+            scrape.released, scrape.done = 3, True
+        scrape.notify()
 
 
 async def exchange(address: tuple[str, int], request: bytes) -> bytes:
     """Send ``request`` and read the whole answer (the server closes)."""
     reader, writer = await asyncio.open_connection(*address)
     writer.write(request)
-    answer = await reader.read()
-    writer.close()
-    return answer
+    try:
+        return await reader.read()
+    except ConnectionResetError:
+        return b"reset"
+    finally:
+        writer.close()
 
 
 def run_server(scraper: Scraper, requests: list[bytes]) -> list[bytes]:
@@ -249,17 +276,25 @@ def run_server(scraper: Scraper, requests: list[bytes]) -> list[bytes]:
 
 
 GET = b"GET /metrics HTTP/1.1\r\nHost: 198.51.100.30:9100\r\n\r\n"
+BODY = b"octavia_loadbalancer_cpu 1.0\noctavia_loadbalancer_memory 2.0\n"
 
 
-def test_get_answers_the_proxys_headers_and_closes() -> None:
-    """Status, cache-control, content type, length, ``connection: close``; any path serves the metrics."""
-    (answer,) = run_server(CountingScraper(), [GET])
+def test_get_streams_the_proxys_headers_chunked_and_closes() -> None:
+    """Status, cache-control, content type, chunks as the answer grows, ``connection: close``."""
+    (answer,) = run_server(StagedScraper(delay=0.05), [GET])
     assert answer == (
         b"HTTP/1.1 200 OK\r\ncache-control: no-cache\r\ncontent-type: text/plain; version=0.0.4\r\n"
-        b"content-length: 29\r\nconnection: close\r\n\r\noctavia_loadbalancer_cpu 1.0\n"
+        b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        b"1d\r\noctavia_loadbalancer_cpu 1.0\n\r\n20\r\noctavia_loadbalancer_memory 2.0\n\r\n0\r\n\r\n"
     )
-    (other,) = run_server(CountingScraper(), [b"GET / HTTP/1.0\r\n\r\n"])
-    assert other.endswith(b"\r\n\r\noctavia_loadbalancer_cpu 1.0\n")
+    assert parse_response(answer) == BODY
+
+
+def test_an_http_10_client_gets_the_body_up_to_the_close() -> None:
+    """HTTP/1.0 knows no chunks: the body is sent as it is and ends with the connection."""
+    (answer,) = run_server(StagedScraper(), [b"GET / HTTP/1.0\r\n\r\n"])
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head and body == BODY
 
 
 @pytest.mark.parametrize(
@@ -271,31 +306,67 @@ def test_get_answers_the_proxys_headers_and_closes() -> None:
 )
 def test_head_and_other_methods(request_bytes: bytes, start: bytes, body: bytes) -> None:
     """HEAD gets the headers alone; any other method 405 with ``allow``."""
-    (answer,) = run_server(CountingScraper(), [request_bytes])
+    (answer,) = run_server(StagedScraper(), [request_bytes])
     _, _, rest = answer.partition(b"\r\n\r\n")
     assert answer.startswith(start) and rest == body
 
 
-def test_502_is_passed_on() -> None:
-    """The scrape's 502 is the client's 502, without ``cache-control``."""
-    (answer,) = run_server(CountingScraper(status=502), [GET])
+def test_502_is_passed_on_whole() -> None:
+    """The scrape's 502 is the client's 502, sized, with the reason, without ``cache-control``."""
+    (answer,) = run_server(StagedScraper(status=502), [GET])
     assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n") and b"cache-control" not in answer
+    assert b"content-length: 62\r\n" in answer and answer.endswith(b"503 Service Unavailable\n")
+
+
+def test_an_answer_cut_after_the_200_ends_without_the_last_chunk() -> None:
+    """haproxy failing half-way: the client sees an incomplete answer, never a complete-looking one."""
+    (answer,) = run_server(StagedScraper(delay=0.05, cut=True), [GET])
+    with pytest.raises(ExporterError):
+        parse_response(answer)
 
 
 def test_concurrent_scrapes_share_one_reading() -> None:
-    """Ten clients at once: one scrape of haproxy, ten full answers."""
-    scraper = CountingScraper(delay=0.2)
+    """Ten clients at once: one scrape of haproxy, ten whole answers."""
+    scraper = StagedScraper(delay=0.1)
     answers = run_server(scraper, [GET] * 10)
     assert scraper.count == 1
-    assert all(a.endswith(b"octavia_loadbalancer_cpu 1.0\n") for a in answers)
+    assert all(parse_response(a) == BODY for a in answers)
+
+
+def test_a_scrape_that_ends_unfinished_lets_no_client_wait() -> None:
+    """A scraper that raises (a bug): the client's connection is closed, at once."""
+
+    class Broken(Scraper):
+        async def run(self, scrape: Scrape) -> None:
+            raise RuntimeError("bug")
+
+    started = time.monotonic()
+    assert run_server(Broken(), [GET]) == [b""]
+    assert time.monotonic() - started < 2.0
 
 
 def test_a_request_head_too_large_or_never_finished_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     """An oversized head is closed at once, a silent client after the request deadline; no scrape."""
     monkeypatch.setattr(endpoint, "REQUEST_TIMEOUT", 0.2)
-    scraper = CountingScraper()
+    scraper = StagedScraper()
     huge = b"GET / HTTP/1.1\r\nX: " + b"a" * (endpoint.MAX_REQUEST_HEAD + 10) + b"\r\n\r\n"
     started = time.monotonic()
     answers = run_server(scraper, [huge, b"GET / HTTP/1.1\r\n"])
     assert answers == [b"", b""] and scraper.count == 0
     assert time.monotonic() - started < 2.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 20000), max_size=30), st.integers(1, 9000))
+def test_haproxys_answer_read_in_any_pieces(cuts: list[int], chunk: int) -> None:
+    """Any chunk size, any recv boundaries (inside a chunk header or its CRLF too): the same body."""
+    body = HAPROXY_26[:20000]
+    raw = HEAD + b"transfer-encoding: chunked\r\n\r\n" + chunked(body, chunk)
+    pieces: list[bytes] = []
+    response = Response(pieces.append)
+    bounds = sorted({0, len(raw), *(c for c in cuts if c < len(raw))})
+    for start, end in itertools.pairwise(bounds):
+        buffer = bytearray(raw[start:end] + b"garbage after the received size")
+        response.feed(buffer, end - start)
+    response.finish()
+    assert b"".join(pieces) == body

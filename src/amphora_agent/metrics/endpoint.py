@@ -4,7 +4,8 @@ The existing amphora runs a second Python process for it (``octavia-prometheus-p
 per scrape). Here a thread of the agent joins the haproxy namespace and runs a small asyncio HTTP
 server there, so its listening socket and its connections to haproxy's exporter live in that
 namespace while the API and the heartbeat run untouched on the agent's own loop. Concurrent scrapes
-share one reading of haproxy's exporter; each connection is bounded in time and size.
+share one reading of haproxy's exporter (``Scrape``), streamed to each client as it is rewritten;
+each connection is bounded in time, and a slow client holds back only its own connection.
 
 ``MetricsEndpoint.run`` (a task of the agent's loop) watches the namespace once a second: when it
 appears, is re-created (a new inode) or renamed by a new agent config, the serving thread is
@@ -21,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from amphora_agent.metrics.scrape import Answer, Scraper
+from amphora_agent.metrics.scrape import Scrape, Scraper
 from amphora_agent.system import netns
 
 LOG = logging.getLogger(__name__)
@@ -30,19 +31,24 @@ WATCH_INTERVAL = 1.0
 BIND_RETRY = 5.0
 REQUEST_TIMEOUT = 10.0  # to send the request head
 WRITE_TIMEOUT = 30.0  # to take the answer
+STALL_TIMEOUT = 30.0  # a scrape ends within its own deadlines; this only guards against a bug
 MAX_REQUEST_HEAD = 16 << 10
 MAX_CONNECTIONS = 64
 JOIN_TIMEOUT = 5.0
 REASONS = {200: "OK", 405: "Method Not Allowed", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
-def response_head(answer: Answer, extra: str = "") -> bytes:
-    """Status line and headers: the proxy's ``cache-control``, content type and ``connection: close``."""
-    reason = REASONS.get(answer.status, "")
-    cache = "cache-control: no-cache\r\n" if answer.status == 200 else ""
+def response_head(
+    status: int, content_type: str, length: int | None, extra: str = "", chunked: bool = True
+) -> bytes:
+    """Status line and headers: the proxy's ``cache-control`` and content type, ``connection: close``;
+    a body of unknown length goes chunked (or, for HTTP/1.0, up to the close)."""
+    cache = "cache-control: no-cache\r\n" if status == 200 else ""
+    size = f"content-length: {length}\r\n" if length is not None else ""
+    size = "transfer-encoding: chunked\r\n" if length is None and chunked else size
     return (
-        f"HTTP/1.1 {answer.status} {reason}\r\n{cache}content-type: {answer.content_type}\r\n"
-        f"content-length: {answer.length}\r\n{extra}connection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{cache}content-type: {content_type}\r\n"
+        f"{size}{extra}connection: close\r\n\r\n"
     ).encode()
 
 
@@ -51,20 +57,34 @@ class MetricsServer:
 
     def __init__(self, scraper: Scraper) -> None:
         self._scraper = scraper
-        self._inflight: asyncio.Future[Answer] | None = None
+        self._scrape: Scrape | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
         self.scrapes = 0
-
-    async def answer(self) -> Answer:
-        """The running scrape's answer, or a new scrape: concurrent requests share one."""
-        if self._inflight is None or self._inflight.done():
-            self._inflight = asyncio.ensure_future(self._scraper.scrape())
-            self.scrapes += 1
-        return await asyncio.shield(self._inflight)
 
     async def start(self, sock: socket.socket) -> asyncio.Server:
         """Serve on the listening ``sock`` (request heads beyond the bound are refused)."""
         return await asyncio.start_server(self.handle, sock=sock, limit=MAX_REQUEST_HEAD)
+
+    def current(self) -> Scrape:
+        """The scrape in progress, or a new one: concurrent requests share one reading of haproxy."""
+        if self._scrape is None or self._scrape.finished:
+            self._scrape = Scrape()
+            scrape = self._scrape
+            task = asyncio.ensure_future(self._scraper.run(scrape))
+            self._tasks.add(task)  # kept until done: a client leaving does not cancel it
+            task.add_done_callback(lambda done: self._settle(scrape, done))
+            self.scrapes += 1
+        return self._scrape
+
+    def _settle(self, scrape: Scrape, task: asyncio.Task[None]) -> None:
+        """A scrape whose task ended without finishing it is cut off, so that no client waits on."""
+        self._tasks.discard(task)
+        if not scrape.finished:
+            if not task.cancelled() and task.exception() is not None:
+                LOG.error("Prometheus scrape failed", exc_info=task.exception())
+            scrape.error = "the scrape ended unfinished"
+            scrape.notify()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request, one answer, then close (as the existing proxy does)."""
@@ -76,19 +96,63 @@ class MetricsServer:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
             method = head.split(b" ", 1)[0]
             if method in (b"GET", b"HEAD"):
-                answer = await self.answer()
-                writer.write(response_head(answer))
-                if method == b"GET":
-                    writer.writelines(answer.body)
+                chunked = not head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.0")
+                await self._answer(writer, self.current(), method == b"GET", chunked)
             else:
-                refused = Answer(405, "text/plain; charset=utf-8", [b"GET or HEAD only\n"])
-                writer.write(response_head(refused, "allow: GET, HEAD\r\n") + refused.body[0])
-            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                refused = b"GET or HEAD only\n"
+                text = "text/plain; charset=utf-8"
+                writer.write(response_head(405, text, len(refused), "allow: GET, HEAD\r\n") + refused)
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass  # a slow, silent, oversized or vanished client: just close
         finally:
             self.connections -= 1
             writer.close()
+
+    async def _answer(self, writer: asyncio.StreamWriter, scrape: Scrape, body: bool, chunked: bool) -> None:
+        """The scrape's answer as it is produced: each batch of released pieces one chunk (HTTP/1.0:
+        the body up to the close, which then cannot tell a cut answer; Prometheus speaks HTTP/1.1)."""
+        while scrape.status is None and scrape.error is None:
+            await asyncio.wait_for(scrape.changed().wait(), STALL_TIMEOUT)
+        if scrape.status is None:
+            return  # cut off before it began: close without an answer
+        if scrape.status != 200:
+            await scrape_done(scrape)
+            writer.write(response_head(scrape.status, scrape.content_type, sum(map(len, scrape.pieces))))
+            for piece in scrape.pieces if body else ():
+                writer.write(piece)
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            return
+        writer.write(response_head(200, scrape.content_type, None, chunked=chunked))
+        sent = 0
+        while body:
+            changed = scrape.changed()
+            batch = scrape.pieces[sent : scrape.released]
+            if batch:
+                if chunked:
+                    writer.write(b"%x\r\n" % sum(map(len, batch)))
+                for piece in batch:
+                    writer.write(piece)  # no copy of a 5 MB answer
+                if chunked:
+                    writer.write(b"\r\n")
+                sent += len(batch)
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            elif scrape.done:
+                break
+            elif scrape.error is not None:
+                writer.transport.abort()  # no final chunk: the client sees the answer cut off
+                return
+            else:
+                await asyncio.wait_for(changed.wait(), STALL_TIMEOUT)
+        if body and chunked:
+            writer.write(b"0\r\n\r\n")
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+
+
+async def scrape_done(scrape: Scrape) -> None:
+    """Wait until nothing more will come."""
+    while not scrape.finished:
+        await asyncio.wait_for(scrape.changed().wait(), STALL_TIMEOUT)
 
 
 def listening_socket(address: tuple[str, int]) -> socket.socket:

@@ -8,9 +8,9 @@ the matching haproxy family, after haproxy's samples, so that each family appear
 families go last.
 
 A scrape of 100 listeners is about 6 MB, so the work is done on bytes, a family at a time, with a
-few whole-buffer operations: haproxy prints each family as ``# HELP``, ``# TYPE`` and samples that
-all start with the metric's name and its first label. A family in any other shape is rewritten
-line by line (``_lines``), with the same result.
+few whole-buffer operations, while haproxy's answer still arrives (``Rewriter``): haproxy prints each
+family as ``# HELP``, ``# TYPE`` and samples that all start with the metric's name and its first
+label. A family in any other shape is rewritten line by line (``_lines``), with the same result.
 """
 
 from __future__ import annotations
@@ -117,15 +117,18 @@ def _lines(block: bytes) -> list[tuple[bytes, bytes]]:
 
 
 # -- the usual path: one family at a time -----------------------------------------------------------
-def _without_internal(text: bytes, start: int, end: int) -> bytes:
+def _samples(text: bytes, start: int, end: int) -> bytes:
     """``text[start:end]`` (whole lines) without the lines that name the internal PROMETHEUS proxies."""
     kept: list[bytes] = []
-    while (hit := text.find(INTERNAL, start, end)) >= 0:
-        begin = text.rfind(b"\n", start, hit) + 1 or start
+    position = start
+    while (hit := text.find(INTERNAL, position, end)) >= 0:
+        begin = max(text.rfind(b"\n", position, hit) + 1, position)
         stop = text.find(b"\n", hit, end)
-        kept.append(text[start:begin])
-        start = end if stop < 0 else stop + 1
-    kept.append(text[start:end])
+        kept.append(text[position:begin])
+        position = end if stop < 0 else stop + 1
+    if not kept:
+        return text[start:end]
+    kept.append(text[position:end])
     return b"".join(kept)
 
 
@@ -151,9 +154,7 @@ def _family(text: bytes, start: int, end: int) -> tuple[bytes, list[bytes]] | No
         own += text.count(b"\n" + name + b" ", type_end, end) if own != lines else 0
         return (b"", []) if own == lines else None
     # the samples with the newline before them, so that every sample starts with b"\n" + its name
-    samples = text[type_end:end]
-    if INTERNAL in samples:
-        samples = b"\n" + _without_internal(text, type_end + 1, end)
+    samples = _samples(text, type_end, end)
     new = rename.octavia
     prefix, new_prefix = b"\n" + name + b" ", b"\n" + new + b" "
     if rename.labels:
@@ -173,40 +174,102 @@ def _family(text: bytes, start: int, end: int) -> tuple[bytes, list[bytes]] | No
     return new, [head, body]
 
 
-def _blocks(text: bytes) -> list[tuple[int, int]]:
-    """(start, end) of the text before the first ``# HELP`` line and of each ``# HELP`` block."""
-    bounds: list[tuple[int, int]] = []
-    start = 0
-    while start < len(text):
-        cut = text.find(NEXT_HELP, start + 1)
-        end = len(text) if cut < 0 else cut + 1
-        bounds.append((start, end))
-        start = end
-    return bounds
+class Rewriter:
+    """The rewrite fed as haproxy's answer arrives: each complete family is rewritten at once, so the
+    work overlaps haproxy's own, and ``out`` grows family by family.
+
+    The agent's own families (``add``) go after the samples of the family of the same name, or at
+    the end when haproxy has none; when they come late, they are put into the families already
+    rewritten, so nothing of ``out`` may be sent before ``add``.
+    """
+
+    def __init__(self, out: list[bytes] | None = None) -> None:
+        self.out: list[bytes] = [] if out is None else out
+        self._parts: list[bytes | memoryview] = []  # the text after the last complete family
+        self._added: dict[bytes, Family] | None = None  # the agent's families not placed yet
+        self._ends: dict[bytes, int] = {}  # before ``add``: where each family's first run ends
+        self._last = b""
+
+    @property
+    def placed(self) -> bool:
+        """Whether the agent's families are known (``out`` may be sent as it is)."""
+        return self._added is not None
+
+    def add(self, families: Sequence[Family]) -> None:
+        """The agent's families, once: placed at the families rewritten so far and at those to come."""
+        self._added = {family.name.encode(): family for family in families}
+        for name, end in sorted(self._ends.items(), key=lambda item: item[1], reverse=True):
+            family = self._added.pop(name, None)
+            if family is not None:
+                self.out.insert(end, family.body().encode())
+        self._ends.clear()
+
+    def feed(self, data: bytes) -> None:
+        """More of haproxy's text; every family followed by a ``# HELP`` line in ``data`` is rewritten."""
+        cut = data.rfind(NEXT_HELP)
+        if cut < 0:
+            self._parts.append(data)
+            return
+        if self._parts:
+            text = b"".join([*self._parts, memoryview(data)[: cut + 1]])
+            self._rewrite(text, len(text))
+        else:
+            self._rewrite(data, cut + 1)
+        self._parts = [memoryview(data)[cut + 1 :]]
+
+    def finish(self) -> list[bytes]:
+        """The rest of the text rewritten, the agent's families placed: the whole answer."""
+        text = b"".join(self._parts)
+        self._parts = []
+        if text and not text.endswith(b"\n"):
+            text += b"\n"
+        self._rewrite(text, len(text))
+        if self._last:
+            self._run_ended(self._last)
+            self._last = b""
+        if self._added is None:
+            self.add([])
+        assert self._added is not None
+        self.out.extend(family.text().encode() for family in self._added.values())
+        self._added = {}
+        return self.out
+
+    def _run_ended(self, name: bytes) -> None:
+        if self._added is None:
+            self._ends.setdefault(name, len(self.out))
+        elif (family := self._added.pop(name, None)) is not None:
+            self.out.append(family.body().encode())
+
+    def _rewrite(self, text: bytes, end: int) -> None:
+        """Rewrite the families in ``text[:end]``."""
+        start = 0
+        while start < end:
+            cut = text.find(NEXT_HELP, start + 1, end)
+            stop = end if cut < 0 else cut + 1
+            family = _family(text, start, stop) if text.startswith(HELP, start) else None
+            parts = [family] if family is not None else [(n, [line]) for n, line in _lines(text[start:stop])]
+            for name, pieces in parts:
+                if name and name != self._last:
+                    if self._last:
+                        self._run_ended(self._last)
+                    self._last = name
+                self.out.extend(pieces)
+            start = stop
 
 
 def rewrite(haproxy: bytes, added: Sequence[Family] = ()) -> list[bytes]:
     """haproxy's exporter text as the proxy rewrites it, with ``added`` families merged in (pieces)."""
-    text = haproxy if haproxy.endswith(b"\n") or not haproxy else haproxy + b"\n"
-    extra = {family.name.encode(): family for family in added}
-    out: list[bytes] = []
-    last = b""
-    for start, end in _blocks(text):
-        family = _family(text, start, end) if text.startswith(HELP, start) else None
-        parts = [family] if family is not None else [(n, [line]) for n, line in _lines(text[start:end])]
-        for name, pieces in parts:
-            if name and name != last:
-                if last in extra:
-                    out.append(extra.pop(last).body().encode())
-                last = name
-            out.extend(pieces)
-    if last in extra:
-        out.append(extra.pop(last).body().encode())
-    out.extend(family.text().encode() for family in extra.values())
-    return out
+    rewriter = Rewriter()
+    rewriter.add(added)
+    rewriter.feed(haproxy)
+    return rewriter.finish()
+
+
+def gauges(cpu: float, memory: float) -> bytes:
+    """The two amphora gauges, the first lines of every answer."""
+    return "".join(family.text() for family in amphora_families(cpu, memory)).encode()
 
 
 def scrape_body(haproxy: bytes, cpu: float, memory: float, added: Sequence[Family] = ()) -> list[bytes]:
     """The whole answer in pieces: the amphora gauges, haproxy's families and the agent's own."""
-    head = "".join(family.text() for family in amphora_families(cpu, memory)).encode()
-    return [head, *rewrite(haproxy, added)]
+    return [gauges(cpu, memory), *rewrite(haproxy, added)]

@@ -2,8 +2,12 @@
 
 Runs on the metrics endpoint's own event loop, inside the haproxy namespace (``endpoint``), so the
 connection to haproxy's exporter on ``127.0.0.1:9101`` is made there. haproxy answers chunked even
-to HTTP/1.0 and closes; the answer is read to the end, bounded in size and time. When the exporter
-cannot be read the answer is 502 with the reason, as the existing proxy answers 502.
+to HTTP/1.0 and closes; its answer is rewritten as it arrives (``render.Rewriter``) and the result
+is published piece by piece (``Scrape``), so clients receive it while haproxy still writes: for
+100 listeners haproxy's text is about 7 MB, and reading, rewriting and sending one after the other
+would add up. Everything is bounded in size and time. When the exporter cannot be read the answer
+is 502 with the reason, as the existing proxy answers 502; when it fails after answering 200, the
+clients' answers are cut off (no final chunk), which Prometheus counts as a failed scrape too.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +32,8 @@ EXPORTER_REQUEST = b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:9101\r\nUser-Agent
 TIMEOUT = 4.0
 L4_TIMEOUT = 3.0  # ipvsadm runs twice with 2 s each at worst; a slower IPVS is left out of this scrape
 MAX_EXPORTER_BYTES = 128 << 20  # about 2,000 listeners of 5 members; the memory of a 1 GiB VM
-READ_SIZE = 1 << 20
+READ_SIZE = 256 << 10
+MAX_HEAD = 64 << 10  # the head of haproxy's answer, a chunk header
 MEMINFO = Path("/proc/meminfo")
 
 
@@ -37,7 +43,7 @@ class ExporterError(Exception):
 
 @dataclass(frozen=True)
 class Answer:
-    """What the endpoint answers: a status, its content type and the body in pieces."""
+    """A whole answer: a status, its content type and the body in pieces."""
 
     status: int
     content_type: str
@@ -54,68 +60,190 @@ def bad_gateway(reason: str) -> Answer:
     return Answer(502, "text/plain; charset=utf-8", [f"haproxy's exporter: {reason}\n".encode()])
 
 
-# -- haproxy's answer (pure) -----------------------------------------------------------------------
-def _dechunk(raw: bytes, position: int) -> bytes:
-    view = memoryview(raw)
-    pieces: list[memoryview] = []
-    while True:
-        line_end = raw.find(b"\r\n", position)
-        if line_end < 0:
-            raise ExporterError("the answer ends inside a chunk header")
-        try:
-            size = int(raw[position:line_end].split(b";", 1)[0], 16)
-        except ValueError:
-            raise ExporterError("a chunk header is not a hex size") from None
-        if size == 0:
-            return b"".join(pieces)
-        start, end = line_end + 2, line_end + 2 + size
-        if raw[end : end + 2] != b"\r\n":
-            raise ExporterError("the answer ends inside a chunk")
-        pieces.append(view[start:end])
-        position = end + 2
+class Scrape:
+    """One scrape in progress, shared by every client that asks meanwhile.
+
+    ``status`` is None until haproxy's exporter has answered (or failed); ``pieces[:released]`` may
+    be sent; ``done`` when every piece is there, ``error`` when the answer was cut off.
+    """
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.content_type = CONTENT_TYPE
+        self.pieces: list[bytes] = []
+        self.released = 0
+        self.done = False
+        self.error: str | None = None
+        self._event = asyncio.Event()
+
+    @property
+    def finished(self) -> bool:
+        """Whether nothing more will come."""
+        return self.done or self.error is not None
+
+    def changed(self) -> asyncio.Event:
+        """An event set at the next change (take it before looking, then wait on it)."""
+        return self._event
+
+    def notify(self) -> None:
+        """Wake the clients waiting for a change."""
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def answer(self, answer: Answer) -> None:
+        """A whole answer at once (the 502)."""
+        self.status, self.content_type = answer.status, answer.content_type
+        self.pieces[:] = answer.body
+        self.released, self.done = len(self.pieces), True
+        self.notify()
+
+    def collected(self) -> Answer:
+        """The whole answer (once ``done``)."""
+        return Answer(self.status or 502, self.content_type, list(self.pieces))
+
+
+# -- haproxy's answer, read as it arrives (pure) -----------------------------------------------------
+class Response:
+    """An HTTP/1.x answer fed as it arrives: the head must say 200, the body goes to ``sink`` in pieces.
+
+    haproxy's exporter answers chunked (even to HTTP/1.0) and closes; a sized or close-delimited
+    body is taken too. ``finish`` at the end of the stream raises unless the body was complete.
+    """
+
+    def __init__(self, sink: Callable[[bytes], None], limit: int = MAX_EXPORTER_BYTES) -> None:
+        self._sink = sink
+        self._limit = limit
+        self._buffer = b""  # the head, or a chunk header not complete yet
+        self._head = True
+        self._chunked = False
+        self._length: int | None = None  # content-length, when sized
+        self._left = 0  # data bytes left in the current chunk
+        self._crlf = False  # the CRLF after a chunk's data is due
+        self.size = 0  # body bytes so far
+        self.complete = False
+
+    def feed(self, data: bytes | bytearray, size: int | None = None) -> None:
+        """More bytes of the answer: ``data[:size]``. The body goes on in one copy out of ``data``."""
+        end = len(data) if size is None else size
+        start = 0
+        if self._head:
+            data = self._read_head(self._buffer + bytes(data[:end]))
+            start, end = 0, len(data)
+            if self._head:
+                return
+        if self.complete or start >= end:
+            return
+        body = self._dechunk(data, start, end) if self._chunked else [memoryview(data)[start:end]]
+        self.size += sum(len(piece) for piece in body)
+        if self.size > self._limit:
+            raise ExporterError(f"more than {self._limit} bytes")
+        if self._length is not None and self.size >= self._length:
+            self.complete = True
+        if body:
+            self._sink(b"".join(body))
+
+    def finish(self) -> None:
+        """The stream has ended: raise unless the answer was whole."""
+        if self._head:
+            raise ExporterError(f"no HTTP answer ({len(self._buffer)} bytes)")
+        if self._chunked and not self.complete:
+            where = "a chunk header" if self._buffer or not self._left else "a chunk"
+            raise ExporterError(f"the answer ends inside {where}")
+        if self._length is not None and self.size != self._length:
+            raise ExporterError(f"{self.size} body bytes where content-length says {self._length}")
+
+    def _read_head(self, data: bytes) -> bytes:
+        """Parse the head once it is whole; the bytes after it."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            if len(data) > MAX_HEAD:
+                raise ExporterError(f"no HTTP head within {MAX_HEAD} bytes")
+            self._buffer = data
+            return b""
+        status_line, *header_lines = data[:end].split(b"\r\n")
+        words = status_line.split(b" ", 2)
+        if len(words) < 2 or not words[0].startswith(b"HTTP/") or not words[1].isdigit():
+            raise ExporterError(f"not an HTTP answer: {status_line[:80]!r}")
+        if words[1] != b"200":
+            raise ExporterError(f"answered {status_line.decode('latin-1')[:80]}")
+        headers = {}
+        for line in header_lines:
+            key, colon, value = line.partition(b":")
+            if colon:
+                headers[key.strip().lower()] = value.strip().lower()
+        self._chunked = b"chunked" in headers.get(b"transfer-encoding", b"")
+        length = headers.get(b"content-length")
+        if not self._chunked and length is not None:
+            if not length.isdigit():
+                raise ExporterError(f"content-length {length.decode('latin-1')[:20]}")
+            self._length = int(length)
+            self.complete = self._length == 0
+        self._head, self._buffer = False, b""
+        return data[end + 4 :]
+
+    def _dechunk(self, data: bytes | bytearray, position: int, end: int) -> list[memoryview]:
+        """Views of the chunk data in ``data[position:end]``; a header cut in two waits in ``_buffer``."""
+        if self._buffer:
+            data, position, end = (
+                self._buffer + bytes(data[position:end]),
+                0,
+                len(self._buffer) + end - position,
+            )
+            self._buffer = b""
+        view = memoryview(data)
+        pieces: list[memoryview] = []
+        while position < end and not self.complete:
+            if self._left:
+                take = min(self._left, end - position)
+                pieces.append(view[position : position + take])
+                self._left -= take
+                position += take
+                self._crlf = self._left == 0
+                continue
+            line_end = data.find(b"\r\n", position, end)
+            if line_end < 0:
+                self._buffer = bytes(data[position:end])
+                if len(self._buffer) > MAX_HEAD:
+                    raise ExporterError("a chunk header is too long")
+                break
+            line = bytes(data[position:line_end])
+            position = line_end + 2
+            if self._crlf:  # the empty line after a chunk's data
+                if line:
+                    raise ExporterError("a chunk is longer than its size")
+                self._crlf = False
+                continue
+            try:
+                size = int(line.split(b";", 1)[0], 16)
+            except ValueError:
+                raise ExporterError("a chunk header is not a hex size") from None
+            if size == 0:
+                self.complete = True  # trailers, if any, are not read
+            self._left = size
+        return pieces
 
 
 def parse_response(raw: bytes) -> bytes:
-    """The body of a complete HTTP/1.x answer with status 200 (chunked, sized or up to the close)."""
-    head_end = raw.find(b"\r\n\r\n")
-    if head_end < 0:
-        raise ExporterError(f"no HTTP answer ({len(raw)} bytes)")
-    status_line, *header_lines = raw[:head_end].split(b"\r\n")
-    words = status_line.split(b" ", 2)
-    if len(words) < 2 or not words[0].startswith(b"HTTP/") or not words[1].isdigit():
-        raise ExporterError(f"not an HTTP answer: {status_line[:80]!r}")
-    if words[1] != b"200":
-        raise ExporterError(f"answered {status_line.decode('latin-1')[:80]}")
-    headers = {}
-    for line in header_lines:
-        key, colon, value = line.partition(b":")
-        if colon:
-            headers[key.strip().lower()] = value.strip().lower()
-    if b"chunked" in headers.get(b"transfer-encoding", b""):
-        return _dechunk(raw, head_end + 4)
-    body = raw[head_end + 4 :]
-    length = headers.get(b"content-length")
-    if length is not None and (not length.isdigit() or int(length) != len(body)):
-        raise ExporterError(f"{len(body)} body bytes where content-length says {length.decode('latin-1')}")
-    return body
+    """The body of a complete answer with status 200 (ExporterError otherwise)."""
+    pieces: list[bytes] = []
+    response = Response(pieces.append)
+    response.feed(raw)
+    response.finish()
+    return b"".join(pieces)
 
 
 # -- reading ---------------------------------------------------------------------------------------
-async def fetch(address: tuple[str, int] = EXPORTER, limit: int = MAX_EXPORTER_BYTES) -> bytes:
-    """haproxy's exporter text (the caller bounds the time); ExporterError or OSError when unreadable."""
-    reader, writer = await asyncio.open_connection(*address)
-    try:
-        writer.write(EXPORTER_REQUEST)
-        pieces: list[bytes] = []
-        size = 0
-        while piece := await reader.read(READ_SIZE):
-            size += len(piece)
-            if size > limit:
-                raise ExporterError(f"more than {limit} bytes")
-            pieces.append(piece)
-    finally:
-        writer.close()
-    return parse_response(b"".join(pieces))
+async def fetch(response: Response, address: tuple[str, int] = EXPORTER) -> None:
+    """Read haproxy's exporter into ``response`` (the caller bounds the time)."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, address)
+        await loop.sock_sendall(sock, EXPORTER_REQUEST)
+        buffer = bytearray(READ_SIZE)
+        while not response.complete and (size := await loop.sock_recv_into(sock, buffer)):
+            response.feed(buffer, size)
+    response.finish()
 
 
 def host_figures(meminfo: Path = MEMINFO) -> tuple[float, float]:
@@ -149,24 +277,65 @@ class Scraper:
         self._failing: str | None = None
 
     async def scrape(self) -> Answer:
-        """200 with the metrics, or 502 with the reason haproxy's exporter could not be read."""
+        """One whole answer: 200 with the metrics, or 502 with the reason (tests and tools)."""
+        scrape = Scrape()
+        await self.run(scrape)
+        if scrape.error is not None:
+            return bad_gateway(scrape.error)
+        return scrape.collected()
+
+    async def run(self, scrape: Scrape) -> None:
+        """Fill ``scrape``: the gauges, then haproxy's families as they are rewritten; never raises."""
         loop = asyncio.get_running_loop()
-        lvs = loop.run_in_executor(None, self._l4) if self._lvs is not None else None
+        rewriter = render.Rewriter(scrape.pieces)
+        lvs = None
+        if self._lvs is not None:
+            lvs = loop.run_in_executor(None, self._l4)
+            lvs.add_done_callback(lambda done: self._place(rewriter, scrape, done.result()))
+        else:
+            rewriter.add([])
+        scrape.pieces.append(render.gauges(*self._figures()))
         try:
-            raw = await asyncio.wait_for(fetch(self._exporter, self._max_bytes), self._timeout)
+            response = Response(lambda data: self._feed(rewriter, scrape, data), self._max_bytes)
+            await asyncio.wait_for(fetch(response, self._exporter), self._timeout)
         except (OSError, TimeoutError, ExporterError) as exc:
-            return self._failed(str(exc) or f"no answer within {self._timeout:g} s")
+            self._failed(scrape, str(exc) or f"no answer within {self._timeout:g} s")
+            return
+        except Exception as exc:  # a bug must not leave the clients waiting
+            LOG.exception("Prometheus scrape failed")
+            self._failed(scrape, f"internal error: {exc}")
+            return
         self._recovered()
-        added: list[Family] = []
-        if lvs is not None:
+        scrape.status = 200  # an empty body too
+        if lvs is not None and not lvs.done():
             try:
-                added = await asyncio.wait_for(asyncio.shield(lvs), self._l4_timeout)
+                await asyncio.wait_for(asyncio.shield(lvs), self._l4_timeout)
             except TimeoutError:
                 LOG.warning(
                     "no LVS metrics in this scrape: IPVS did not answer within %g s", self._l4_timeout
                 )
-        cpu, memory = self._figures()
-        return Answer(200, CONTENT_TYPE, render.scrape_body(raw, cpu, memory, added))
+                self._place(rewriter, scrape, [])
+        rewriter.finish()
+        scrape.released, scrape.done = len(scrape.pieces), True
+        scrape.notify()
+
+    def _feed(self, rewriter: render.Rewriter, scrape: Scrape, data: bytes) -> None:
+        """haproxy's 200 has come: the clients may start; each rewritten family is released."""
+        if scrape.status is None:
+            scrape.status = 200
+        rewriter.feed(data)
+        if rewriter.placed:
+            scrape.released = len(scrape.pieces)
+        scrape.notify()
+
+    def _place(self, rewriter: render.Rewriter, scrape: Scrape, families: list[Family]) -> None:
+        """The LVS families are known: put them in, and release what is rewritten so far."""
+        if rewriter.placed or scrape.finished:
+            return
+        rewriter.add(families)
+        if scrape.status == 200:
+            scrape.released = len(scrape.pieces)
+            scrape.notify()
 
     def _l4(self) -> list[Family]:
         """The LVS families; none (logged) when reading them fails."""
@@ -177,12 +346,17 @@ class Scraper:
             LOG.warning("no LVS metrics in this scrape: %s", exc)
             return []
 
-    def _failed(self, reason: str) -> Answer:
+    def _failed(self, scrape: Scrape, reason: str) -> None:
+        """502 with the reason, or the answer cut off when the 200 has gone out already."""
         if reason != self._failing:
             host, port = self._exporter
-            LOG.warning("Prometheus scrape answered 502: haproxy's exporter at %s:%d: %s", host, port, reason)
+            LOG.warning("Prometheus scrape failed: haproxy's exporter at %s:%d: %s", host, port, reason)
         self._failing = reason
-        return bad_gateway(reason)
+        if scrape.status is None:
+            scrape.answer(bad_gateway(reason))
+        else:
+            scrape.error = reason
+            scrape.notify()
 
     def _recovered(self) -> None:
         if self._failing is not None:
