@@ -172,7 +172,7 @@ class MetricsBench:
         growth = (end - warm) / 1024
         peak = proc_status(self.pid, "VmHWM") / 1024
         return [
-            Figure("agent RSS before the first scrape (100 listeners loaded)", f"{idle / 1024:.1f} MiB"),
+            Figure("agent RSS after the scrapes above (100 listeners loaded)", f"{idle / 1024:.1f} MiB"),
             Figure("agent RSS after 10 scrapes", f"{warm / 1024:.1f} MiB"),
             Figure(
                 f"agent RSS growth over {done:,} scrapes (after those 10)",
@@ -235,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         for member in MEMBERS:
             members.start(member.address, member.port, member.name)
         bench = MetricsBench(amp, args.scrapes)
+        time.sleep(1.0)  # settled after start-up
+        started_rss = proc_status(bench.pid, "VmRSS")
         for size in SIZES:
             figures += bench.measure(size)
+        figures.append(Figure("agent RSS at start (no load balancer)", f"{started_rss / 1024:.1f} MiB"))
         figures += bench.rss(args.rss_scrapes)
         figures += bench.api_while_scraping()
         bench.api.close()

@@ -204,3 +204,9 @@ def test_the_heartbeats_source_feeds_the_families(tmp_path: Path) -> None:
     assert {s.labels["listener"] for s in found.samples if s.name == "octavia_listener_status"} == {UDP, SCTP}
     assert value(found, "octavia_listener_sessions_total", listener=UDP) == "12"
     assert len(kernel.calls) == 3
+
+
+def test_the_families_written_are_the_documented_ones() -> None:
+    """With every table readable, each kind gets exactly the families ``l4.WRITTEN`` documents."""
+    documented = {l4.PREFIXES[kind] + suffix for kind, suffixes in l4.WRITTEN.items() for suffix in suffixes}
+    assert set(exposed(snapshot()).families()) == documented

@@ -1,8 +1,9 @@
-"""UDP and SCTP listeners in the heartbeat: what IPVS says about each running LVS listener.
+"""UDP and SCTP listeners in the heartbeat and the Prometheus metrics: what IPVS says about each.
 
 The pure half reads ``ipvsadm -Ln``, ``ipvsadm -Ln --stats --exact`` and ``/proc/net/ip_vs`` into
 tables and turns a listener's config and those tables into samples (reference 10.3). The other half
-reads them inside the haproxy namespace. Every VIP of a listener counts (the existing agent reads
+reads them inside the haproxy namespace into an ``LvsSnapshot``, which the heartbeat (``sample_of``)
+and ``metrics.l4`` both use. Every VIP of a listener counts (the existing agent reads
 only the first of each family): the statistics of all its virtual services are summed.
 """
 

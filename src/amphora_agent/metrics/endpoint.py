@@ -7,10 +7,10 @@ namespace while the API and the heartbeat run untouched on the agent's own loop.
 share one reading of haproxy's exporter (``Scrape``), streamed to each client as it is rewritten;
 each connection is bounded in time, and a slow client holds back only its own connection.
 
-``MetricsEndpoint.run`` (a task of the agent's loop) watches the namespace once a second: when it
-appears, is re-created (a new inode) or renamed by a new agent config, the serving thread is
-replaced by one in the current namespace. When the port is taken (the old proxy still running
-during an upgrade in place) the thread retries until it is free.
+``MetricsEndpoint.run`` (a task of the agent's loop) looks at the namespace once a second: when it
+appears or is re-created (a new inode), the serving thread is replaced by one in the current
+namespace, and the old one leaves the deleted namespace so that it can be freed. When the port is
+taken (the old proxy still running during an upgrade in place) the thread retries until it is free.
 """
 
 from __future__ import annotations

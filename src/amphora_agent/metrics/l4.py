@@ -52,7 +52,14 @@ FAMILIES = (
     ("active_members", "gauge", "Current number of active members."),
     ("weight", "gauge", "Member weight."),
 )
-_FAMILY = {suffix: (kind, text) for suffix, kind, text in FAMILIES}
+BY_SUFFIX = {suffix: (kind, text) for suffix, kind, text in FAMILIES}
+COUNTED = ("sessions_total", "bytes_in_total", "bytes_out_total", "packets_in_total", "packets_out_total")
+# What each kind of object gets (docs/metrics-families.md is generated from it; a test checks it).
+WRITTEN = {
+    "listener": ("status", "current_sessions", "connections_total", *COUNTED),
+    "pool": ("status", "active_members", "current_sessions", *COUNTED),
+    "member": ("status", "current_sessions", "weight", *COUNTED),
+}
 PREFIXES = {"listener": "octavia_listener_", "pool": "octavia_pool_", "member": "octavia_member_"}
 
 
@@ -74,7 +81,7 @@ class _Builder:
         built = []
         for name, lines in self.lines.items():
             kind, suffix = next((k, name[len(p) :]) for k, p in PREFIXES.items() if name.startswith(p))
-            family_type, text = _FAMILY[suffix]
+            family_type, text = BY_SUFFIX[suffix]
             built.append(Family(name, family_type, text.format(kind=kind), tuple(lines)))
         return built
 
