@@ -21,19 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from lab import namespaces
-from lab.configs import (
-    CLIENT_ADDRESS,
-    HAPROXY_MEMBER_SIDE,
-    VIP,
-    Listener,
-    Member,
-    fixed_id,
-    prometheus_sections,
-    render_config,
-)
-from lab.namespaces import preflight
-
 from amphora_agent.system import netns
 from bench.common import (
     AgentClient,
@@ -46,6 +33,18 @@ from bench.common import (
     print_figures,
     proc_status,
 )
+from lab import namespaces
+from lab.configs import (
+    CLIENT_ADDRESS,
+    HAPROXY_MEMBER_SIDE,
+    VIP,
+    Listener,
+    Member,
+    fixed_id,
+    prometheus_sections,
+    render_config,
+)
+from lab.namespaces import preflight
 
 LB_ID = fixed_id("bench/metrics/loadbalancer")
 SIZES = (1, 10, 100)

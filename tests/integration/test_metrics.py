@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab import namespaces
 
 from amphora_agent.metrics.exposition import Exposition, parse
 from amphora_agent.system import netns
+from lab import namespaces
 from tests.integration.helpers import get, render
 from tests.metrics_contract import CPU_HELP, MEMORY_HELP, PROXY_MAP, proxy_rewrite
 
