@@ -19,16 +19,9 @@ from hypothesis import strategies as st
 
 from amphora_agent.health import lvs_stats
 from amphora_agent.metrics import endpoint
+from amphora_agent.metrics.exporter import ExporterError, Response, parse_response
 from amphora_agent.metrics.exposition import CONTENT_TYPE, parse
-from amphora_agent.metrics.scrape import (
-    Answer,
-    ExporterError,
-    Response,
-    Scrape,
-    Scraper,
-    bad_gateway,
-    parse_response,
-)
+from amphora_agent.metrics.scrape import Answer, Scrape, Scraper, bad_gateway
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "prometheus"
 HAPROXY_26 = (DATA / "haproxy-2.6-prometheus-cfg.txt").read_bytes()

@@ -129,11 +129,12 @@ class MetricsServer:
             changed = scrape.changed()
             batch = scrape.pieces[sent : scrape.released]
             if batch:
-                if chunked:
-                    writer.write(b"%x\r\n" % sum(map(len, batch)))
+                size = sum(map(len, batch))
+                if chunked and size:  # a chunk of size 0 would end the answer
+                    writer.write(b"%x\r\n" % size)
                 for piece in batch:
                     writer.write(piece)  # no copy of a 5 MB answer
-                if chunked:
+                if chunked and size:
                     writer.write(b"\r\n")
                 sent += len(batch)
                 await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
