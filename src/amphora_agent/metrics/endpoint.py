@@ -21,6 +21,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from amphora_agent.metrics.scrape import Scrape, Scraper
 from amphora_agent.system import netns
@@ -34,6 +35,7 @@ WRITE_TIMEOUT = 30.0  # to take the answer
 STALL_TIMEOUT = 30.0  # a scrape ends within its own deadlines; this only guards against a bug
 MAX_REQUEST_HEAD = 16 << 10
 MAX_CONNECTIONS = 64
+SEND_BUFFER = 1 << 20  # bytes an answer may have waiting for its client before the next piece
 JOIN_TIMEOUT = 5.0
 REASONS = {200: "OK", 405: "Method Not Allowed", 502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -78,8 +80,11 @@ class MetricsServer:
         return self._scrape
 
     def _settle(self, scrape: Scrape, task: asyncio.Task[None]) -> None:
-        """A scrape whose task ended without finishing it is cut off, so that no client waits on."""
+        """A scrape has ended: forget it (its clients hold it until they are done), and cut it off if
+        its task ended without finishing it, so that no client waits on."""
         self._tasks.discard(task)
+        if self._scrape is scrape:
+            self._scrape = None  # the answer's megabytes go with its last client, not the next scrape
         if not scrape.finished:
             if not task.cancelled() and task.exception() is not None:
                 LOG.error("Prometheus scrape failed", exc_info=task.exception())
@@ -124,6 +129,7 @@ class MetricsServer:
             await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
             return
         writer.write(response_head(200, scrape.content_type, None, chunked=chunked))
+        writer.transport.set_write_buffer_limits(high=SEND_BUFFER)
         sent = 0
         while body:
             changed = scrape.changed()
@@ -132,12 +138,12 @@ class MetricsServer:
                 size = sum(map(len, batch))
                 if chunked and size:  # a chunk of size 0 would end the answer
                     writer.write(b"%x\r\n" % size)
-                for piece in batch:
-                    writer.write(piece)  # no copy of a 5 MB answer
+                for piece in batch:  # piece by piece: at most SEND_BUFFER waits in memory, not 5 MB
+                    writer.write(piece)
+                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
                 if chunked and size:
                     writer.write(b"\r\n")
                 sent += len(batch)
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
             elif scrape.done:
                 break
             elif scrape.error is not None:
@@ -204,10 +210,13 @@ class ServingThread(threading.Thread):
 
     async def _serve(self) -> None:
         wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # one worker for the IPVS reads: its thread starts from this one, so it is in the namespace
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-lvs"))
         with self._lock:
             if self._stopped:
                 return
-            self._loop, self._wake = asyncio.get_running_loop(), wake
+            self._loop, self._wake = loop, wake
         server = await self._bind(wake)
         if server is None:
             return
