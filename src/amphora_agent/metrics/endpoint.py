@@ -129,7 +129,6 @@ class MetricsServer:
             await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
             return
         writer.write(response_head(200, scrape.content_type, None, chunked=chunked))
-        writer.transport.set_write_buffer_limits(high=SEND_BUFFER)
         sent = 0
         while body:
             changed = scrape.changed()
@@ -140,7 +139,9 @@ class MetricsServer:
                     writer.write(b"%x\r\n" % size)
                 for piece in batch:  # piece by piece: at most SEND_BUFFER waits in memory, not 5 MB
                     writer.write(piece)
-                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                    if writer.transport.get_write_buffer_size() > SEND_BUFFER:
+                        async with asyncio.timeout(WRITE_TIMEOUT):
+                            await writer.drain()
                 if chunked and size:
                     writer.write(b"\r\n")
                 sent += len(batch)
@@ -150,7 +151,8 @@ class MetricsServer:
                 writer.transport.abort()  # no final chunk: the client sees the answer cut off
                 return
             else:
-                await asyncio.wait_for(changed.wait(), STALL_TIMEOUT)
+                async with asyncio.timeout(STALL_TIMEOUT):  # not wait_for: no task per wait
+                    await changed.wait()
         if body and chunked:
             writer.write(b"0\r\n\r\n")
         await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
