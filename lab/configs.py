@@ -139,6 +139,35 @@ def render_config(
     return "\n".join(lines).encode()
 
 
+def prometheus_sections(listener_id: str, vip: str, port: int, maxconn: int = 100) -> bytes:
+    """A PROMETHEUS listener as the controller renders it (``controller/haproxy/prometheus.cfg``):
+    haproxy's exporter on 127.0.0.1:9101, the user-facing frontend sent to 127.0.0.1:9102."""
+    return f"""
+frontend prometheus-exporter-internal-endpoint
+    bind 127.0.0.1:9101
+    mode http
+    no log
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+    http-request reject
+    timeout http-request 5s
+    timeout client 5s
+backend prometheus-exporter-internal
+    mode http
+    no log
+    balance first
+    timeout connect 5s
+    timeout server 5s
+    server prometheus-internal 127.0.0.1:9102
+
+frontend {listener_id}
+    maxconn {maxconn}
+    bind {vip}:{port}
+    mode http
+    timeout client 50000
+    default_backend prometheus-exporter-internal
+""".encode()
+
+
 def http_get(host: str, port: int, path: str = "/", timeout: float = 3.0) -> tuple[int, bytes, str]:
     """One GET on a new connection: status, body and the Location header."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Generate docs/configuration.md, docs/api.md and docs/amphoractl.md from their sources of truth.
+"""Generate docs/configuration.md, api.md, amphoractl.md and metrics-families.md from their sources.
 
     .venv/bin/python scripts/gen_docs.py          # (re)write the three files
     .venv/bin/python scripts/gen_docs.py --check  # exit 1 when one of them is out of date
 
-Sources: ``amphora_agent.settings`` (OPTIONS and the Settings defaults), ``docs/openapi.yaml``, and
-the ``amphoractl`` command tree.
+Sources: ``amphora_agent.settings`` (OPTIONS and the Settings defaults), ``docs/openapi.yaml``, the
+``amphoractl`` command tree, and the metrics tables (``amphora_agent.metrics.names`` and ``.l4``).
 """
 
 from __future__ import annotations
@@ -283,10 +283,65 @@ def cli_reference() -> str:
     return "".join(out)
 
 
+# -- Prometheus families ----------------------------------------------------------------------
+def metrics_families() -> str:
+    """docs/metrics-families.md: every family a PROMETHEUS listener answers, its source and labels."""
+    from amphora_agent.metrics import l4, names, render
+
+    labels = {
+        "octavia_listener_": "`listener`",
+        "octavia_pool_": "`pool`",
+        "octavia_member_": "`pool`, `member`",
+    }
+    extra = {"status": " + `state`", "http_responses_total": " + `code`"}
+    lvs = {l4.PREFIXES[kind] + suffix for kind, suffixes in l4.WRITTEN.items() for suffix in suffixes}
+
+    def label_keys(name: str) -> str:
+        keys = next((v for prefix, v in labels.items() if name.startswith(prefix)), "-")
+        return keys + next((v for suffix, v in extra.items() if name.endswith("_" + suffix)), "")
+
+    out = [
+        "# Prometheus families of a PROMETHEUS listener\n\n",
+        GENERATED.format(source="`amphora_agent.metrics.names` and `amphora_agent.metrics.l4`"),
+        "What each family is and where it comes from; how they are served: [metrics.md](metrics.md). "
+        "Families are printed in haproxy's order, after the two amphora gauges; a haproxy metric not "
+        "listed here is dropped, as the existing proxy drops it.\n\n",
+        "## The amphora gauges (first in every answer)\n\n",
+        "| family | type | labels | HELP |\n| --- | --- | --- | --- |\n",
+    ]
+    for family in render.amphora_families(0.0, 0.0):
+        out.append(f"| `{family.name}` | {family.kind} | - | {family.help} |\n")
+    out += [
+        "\n## From haproxy's exporter: the existing proxy's table\n\n",
+        "HELP: the proxy's own text where it has one, else haproxy's. UDP/SCTP: the agent also writes "
+        "this family for LVS listeners, pools and members.\n\n",
+        "| family | haproxy metric | labels | HELP | UDP/SCTP |\n| --- | --- | --- | --- | --- |\n",
+    ]
+    for haproxy, rename in names.METRICS.items():
+        help_text = rename.help or "haproxy's"
+        mark = "yes" if rename.octavia in lvs else ""
+        out.append(
+            f"| `{rename.octavia}` | `{haproxy}` | {label_keys(rename.octavia)} | {help_text} | {mark} |\n"
+        )
+    produced = {rename.octavia for rename in names.METRICS.values()}
+    out += [
+        "\n## Only for UDP and SCTP listeners (new)\n\n",
+        "| family | type | labels | HELP |\n| --- | --- | --- | --- |\n",
+    ]
+    for kind, suffixes in l4.WRITTEN.items():
+        for suffix in suffixes:
+            name = l4.PREFIXES[kind] + suffix
+            if name not in produced:
+                family_type, text = l4.BY_SUFFIX[suffix]
+                out.append(f"| `{name}` | {family_type} | {label_keys(name)} | {text.format(kind=kind)} |\n")
+    return "".join(out)
+
+
 TARGETS: dict[str, Callable[[], str]] = {
     "configuration.md": configuration,
     "api.md": api_reference,
     "amphoractl.md": cli_reference,
+    "metrics-families.md": metrics_families,
 }
 
 

@@ -47,6 +47,7 @@ async def serve(agent: Agent) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loops = [asyncio.create_task(agent.supervisor.run(stop)), asyncio.create_task(agent.heartbeat.run(stop))]
+    loops.append(asyncio.create_task(agent.metrics.run(stop)))  # 127.0.0.1:9102 in the haproxy namespace
     LOG.info("amphora-agent %s listening on [%s]:%d", __version__, settings.bind_host, settings.bind_port)
     try:
         app = create_app(agent.services)

@@ -21,6 +21,8 @@ from amphora_agent.keepalived.units import KeepalivedUnits
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers.certificates import ServerCertificate, TenantCertificates
 from amphora_agent.loadbalancers.service import LoadBalancers, LockTable
+from amphora_agent.metrics.endpoint import MetricsEndpoint
+from amphora_agent.metrics.scrape import Scraper
 from amphora_agent.network.service import Networking
 from amphora_agent.settings import LiveSettings, Settings
 from amphora_agent.supervisor import OrphanReport, Supervisor, UnitSource, haproxy_units
@@ -32,13 +34,15 @@ LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Agent:
-    """Everything one agent runs: the services the API calls, the supervisor and the heartbeat."""
+    """Everything one agent runs: the services the API calls, the supervisor, the heartbeat and the
+    Prometheus endpoint of PROMETHEUS listeners (``metrics``)."""
 
     live: LiveSettings
     layout: Layout
     services: Services
     supervisor: Supervisor
     heartbeat: HeartbeatSender
+    metrics: MetricsEndpoint
 
     @property
     def keepalived(self) -> KeepalivedServices:
@@ -90,7 +94,8 @@ def wire(settings: Settings) -> Agent:
     lvs = keepalived.lvs
     lvs_stats = LvsStats(lvs.paths, lvs.is_running, lambda: lvs.netns, ipvs_unavailable)
     heartbeat = HeartbeatSender(live, layout, lbs.is_running, lvs_stats)
-    return Agent(live, layout, services, Supervisor(units), heartbeat)
+    metrics = MetricsEndpoint(lambda: live.current.network_namespace, Scraper(lvs_stats.snapshot))
+    return Agent(live, layout, services, Supervisor(units), heartbeat, metrics)
 
 
 def raise_fd_limit() -> None:

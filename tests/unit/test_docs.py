@@ -1,4 +1,4 @@
-"""The generated documents in docs/ match their sources (settings, the OpenAPI document, amphoractl)."""
+"""The generated documents in docs/ match their sources (settings, OpenAPI, amphoractl, metrics tables)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def generator() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("name", ["configuration.md", "api.md", "amphoractl.md"])
+@pytest.mark.parametrize("name", ["configuration.md", "api.md", "amphoractl.md", "metrics-families.md"])
 def test_generated_doc_is_up_to_date(name: str) -> None:
     """docs/<name> is what scripts/gen_docs.py writes now (run it after changing the source)."""
     render = generator().TARGETS[name]

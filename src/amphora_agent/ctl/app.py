@@ -206,6 +206,6 @@ def show_reply(ctx: typer.Context, as_json: bool, action: Callable[[AgentClient]
 
 
 # The commands live in their own modules; importing them registers them with ``app``.
-from amphora_agent.ctl import commands, heartbeats, network  # noqa: E402
+from amphora_agent.ctl import commands, heartbeats, metrics, network  # noqa: E402
 
-__all__ = ["app", "commands", "heartbeats", "network"]
+__all__ = ["app", "commands", "heartbeats", "metrics", "network"]

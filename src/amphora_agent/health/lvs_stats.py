@@ -1,8 +1,9 @@
-"""UDP and SCTP listeners in the heartbeat: what IPVS says about each running LVS listener.
+"""UDP and SCTP listeners in the heartbeat and the Prometheus metrics: what IPVS says about each.
 
 The pure half reads ``ipvsadm -Ln``, ``ipvsadm -Ln --stats --exact`` and ``/proc/net/ip_vs`` into
 tables and turns a listener's config and those tables into samples (reference 10.3). The other half
-reads them inside the haproxy namespace. Every VIP of a listener counts (the existing agent reads
+reads them inside the haproxy namespace into an ``LvsSnapshot``, which the heartbeat (``sample_of``)
+and ``metrics.l4`` both use. Every VIP of a listener counts (the existing agent reads
 only the first of each family): the statistics of all its virtual services are summed.
 """
 
@@ -188,8 +189,47 @@ def ip_vs_table(namespace: str) -> str:
     return netns.call_in(namespace, lambda: Path(IP_VS_TABLE).read_text())
 
 
+@dataclass(frozen=True)
+class LvsSnapshot:
+    """What the kernel said about the running, enabled LVS listeners at one moment.
+
+    The heartbeat (``sample_of``) and the Prometheus endpoint (``metrics.l4``) read the same snapshot.
+    """
+
+    open_ids: tuple[str, ...] = ()  # running, enabled listeners, in id order: all are OPEN
+    configs: dict[str, config_text.LvsConfig] = field(default_factory=dict)  # those with a virtual server
+    kernel_read: bool = False  # whether IPVS was asked (a listener with a virtual server, IPVS present)
+    listing: IpvsTable | None = None  # ``ipvsadm -Ln``; None when not read or unreadable
+    stats: IpvsTable | None = None  # ``ipvsadm -Ln --stats --exact``
+    table: IpvsTable | None = None  # ``/proc/net/ip_vs``
+    restarting: frozenset[str] = frozenset()  # listeners whose stored config waits for a restart
+
+    @property
+    def counted(self) -> bool:
+        """Whether the counters could be read."""
+        return self.listing is not None and self.stats is not None
+
+
+def sample_of(snapshot: LvsSnapshot) -> Sample:
+    """The heartbeat's view: OPEN listeners with counters where IPVS lists them, pools from the kernel."""
+    listeners = {listener_id: ListenerSample("OPEN") for listener_id in snapshot.open_ids}
+    if not snapshot.kernel_read:
+        return Sample(listeners)
+    pools: dict[str, PoolSample] = {}
+    for listener_id, config in snapshot.configs.items():
+        if snapshot.listing is not None and snapshot.stats is not None:
+            listeners[listener_id] = listener_sample(config, snapshot.listing, snapshot.stats)
+        else:
+            listeners[listener_id] = ListenerSample("OPEN", counted=False)
+        restarting = listener_id in snapshot.restarting
+        pool = pool_sample(config, snapshot.table, restarting) if snapshot.table is not None else None
+        if pool is not None and config.pool_id is not None:
+            pools[config.pool_id] = pool
+    return Sample(listeners, pools)
+
+
 class LvsStats:
-    """The heartbeat's LVS source: running, enabled LVS listeners with their counters and pools."""
+    """The LVS source: running, enabled LVS listeners with what IPVS says about them."""
 
     def __init__(
         self,
@@ -210,20 +250,31 @@ class LvsStats:
 
     def __call__(self) -> Sample:
         """Every running, enabled LVS listener (OPEN), with counters and pools where IPVS lists them."""
+        return sample_of(self.snapshot())
+
+    def snapshot(self) -> LvsSnapshot:
+        """Read the stored configs and, when a listener has a virtual server, the kernel's tables."""
         ids = self._paths.lvs_ids()
         no_ipvs = self._note_ipvs() if ids else None
-        listeners: dict[str, ListenerSample] = {}
+        open_ids: list[str] = []
         configs: dict[str, config_text.LvsConfig] = {}
         for listener_id in ids:
             config = self._config(listener_id)
             if config is None or config.listener_disabled or not self._is_running(listener_id):
                 continue
-            listeners[listener_id] = ListenerSample("OPEN")
+            open_ids.append(listener_id)
             if config.vips and config.has_virtual_server:
                 configs[listener_id] = config
         if not configs or no_ipvs:
-            return Sample(listeners)
-        return self._from_kernel(listeners, configs)
+            return LvsSnapshot(tuple(open_ids), configs)
+        namespace = self._namespace()
+        listing = _read(lambda: parse_ipvsadm(self._ipvsadm(namespace, False)), "ipvsadm -Ln")
+        stats = None
+        if listing is not None:
+            stats = _read(lambda: parse_ipvsadm(self._ipvsadm(namespace, True)), "ipvsadm -Ln --stats")
+        table = _read(lambda: parse_ip_vs(self._read_table(namespace)), "/proc/net/ip_vs")
+        restarting = frozenset(listener_id for listener_id in configs if self._restarting(listener_id))
+        return LvsSnapshot(tuple(open_ids), configs, True, listing, stats, table, restarting)
 
     def _note_ipvs(self) -> str | None:
         """Why IPVS cannot be read, said once (and again after it came back and went away)."""
@@ -237,29 +288,8 @@ class LvsStats:
         try:
             return config_text.parse_lvs(self._paths.lvs(listener_id).read_text())
         except (OSError, ValueError) as exc:  # removed meanwhile, or not parsable
-            LOG.debug("LVS listener %s skipped this beat: %s", listener_id, exc)
+            LOG.debug("LVS listener %s skipped this time: %s", listener_id, exc)
             return None
-
-    def _from_kernel(
-        self, listeners: dict[str, ListenerSample], configs: dict[str, config_text.LvsConfig]
-    ) -> Sample:
-        """Counters from ipvsadm, pools from the kernel's table; what cannot be read keeps its zeros."""
-        namespace = self._namespace()
-        listing = _read(lambda: parse_ipvsadm(self._ipvsadm(namespace, False)), "ipvsadm -Ln")
-        stats = None
-        if listing is not None:
-            stats = _read(lambda: parse_ipvsadm(self._ipvsadm(namespace, True)), "ipvsadm -Ln --stats")
-        table = _read(lambda: parse_ip_vs(self._read_table(namespace)), "/proc/net/ip_vs")
-        pools: dict[str, PoolSample] = {}
-        for listener_id, config in configs.items():
-            if listing is not None and stats is not None:
-                listeners[listener_id] = listener_sample(config, listing, stats)
-            else:
-                listeners[listener_id] = ListenerSample("OPEN", counted=False)
-            pool = pool_sample(config, table, self._restarting(listener_id)) if table is not None else None
-            if pool is not None and config.pool_id is not None:
-                pools[config.pool_id] = pool
-        return Sample(listeners, pools)
 
     def _restarting(self, listener_id: str) -> bool:
         """Whether the stored config is newer than the running checker (a restart is pending)."""
@@ -276,5 +306,5 @@ def _read(read: Callable[[], IpvsTable], what: str) -> IpvsTable | None:
         return read()
     except (OSError, CommandFailed, IpvsError) as exc:
         details = str(getattr(exc, "details", None) or exc).strip()
-        LOG.warning("no LVS figures from %s this beat: %s", what, details[:300])
+        LOG.warning("no LVS figures from %s this time: %s", what, details[:300])
         return None

@@ -1,4 +1,4 @@
-"""Network namespaces: make sure the haproxy namespace exists, and read figures from inside one."""
+"""Network namespaces: make sure the haproxy namespace exists, tell a re-created one, work inside one."""
 
 from __future__ import annotations
 
@@ -34,6 +34,29 @@ def ensure(name: str) -> bool:
     return True
 
 
+def identity(name: str) -> tuple[int, int] | None:
+    """(device, inode) of the named namespace, None when it is not mounted: a re-created one differs."""
+    try:
+        st = os.stat(path(name))
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def enter(name: str) -> None:
+    """Move the calling thread (only it, and the threads it starts later) into the namespace.
+
+    Sockets it creates from then on belong to that namespace, wherever they are used afterwards.
+    """
+    fd = os.open(path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
 def call_in(name: str, func: Callable[[], T]) -> T:
     """Run ``func`` in a short-lived thread that has joined the namespace (the caller's is untouched)."""
     result: list[T] = []
@@ -41,13 +64,7 @@ def call_in(name: str, func: Callable[[], T]) -> T:
 
     def target() -> None:
         try:
-            fd = os.open(path(name), os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err))
-            finally:
-                os.close(fd)
+            enter(name)
             result.append(func())
         except BaseException as exc:  # handed to the caller below
             failure.append(exc)
