@@ -213,6 +213,12 @@ class GuestAgent:
         out = base64.b64decode(state.get("out-data", "")) + base64.b64decode(state.get("err-data", ""))
         return int(state.get("exitcode", -1)), out.decode(errors="replace")
 
+    def spawn(self, argv: list[str]) -> int:
+        """Start ``argv`` in the guest without waiting (a server); its pid in the guest."""
+        self.sync(60.0)
+        started = self._call({"execute": "guest-exec", "arguments": {"path": argv[0], "arg": argv[1:]}}, 10.0)
+        return int(started["pid"])
+
     def close(self) -> None:
         """Close the connection."""
         self._reset()
@@ -268,11 +274,25 @@ class VmLab:
         self.dnsmasq = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
-    def tap(self, name: str) -> str:
-        """A tap device on the bridge for one VM NIC."""
+    def tap(self, name: str, bridge: str = "br0") -> str:
+        """A tap device on ``bridge`` (the management network by default) for one VM NIC."""
         run(["ip", "tuntap", "add", "dev", name, "mode", "tap"], self.name)
-        run(["ip", "link", "set", name, "master", "br0", "up"], self.name)
+        run(["ip", "link", "set", name, "master", bridge, "up"], self.name)
         return name
+
+    def bridge(self, name: str) -> str:
+        """Another network of the lab (a tenant network): a bridge without an address of its own."""
+        run(["ip", "link", "add", name, "type", "bridge"], self.name)
+        run(["ip", "link", "set", name, "type", "bridge", "stp_state", "0", "forward_delay", "0"], self.name)
+        run(["ip", "link", "set", name, "up"], self.name)
+        return name
+
+    def connect(self, bridge: str, netns: str, ifname: str = "eth0") -> str:
+        """A veth from ``bridge`` to the namespace ``netns`` (named ``ifname`` there, down)."""
+        port = f"{bridge}-{netns[-4:]}"[:15]
+        run(["ip", "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", netns], self.name)
+        run(["ip", "link", "set", port, "master", bridge, "up"], self.name)
+        return port
 
     def lease_of(self, mac: str) -> str | None:
         """The IPv4 address dnsmasq leased to ``mac``, if any."""
@@ -393,6 +413,16 @@ class Vm:
     def console(self) -> str:
         """The serial console so far."""
         return self.serial_log.read_text(errors="replace") if self.serial_log.exists() else ""
+
+    def hotplug(self, mac: str, bridge: str, device: str) -> None:
+        """Attach a NIC to the running VM as Nova attaches a port: a tap, ``netdev_add``, ``device_add``.
+
+        The guest sees a new virtio NIC with ``mac``, down and unconfigured; ``device`` names the
+        tap (in the lab's namespace), the netdev and the device (15 characters at most).
+        """
+        tap = self.lab.tap(device, bridge)
+        self.qmp.execute("netdev_add", type="tap", id=device, ifname=tap, script="no", downscript="no")
+        self.qmp.execute("device_add", driver="virtio-net-pci", netdev=device, mac=mac, id=device)
 
     def reset(self) -> None:
         """A hard reset (``system_reset``), as a hypervisor host reboot would be."""
