@@ -15,6 +15,7 @@ agent only sets those peers up and runs them; the amphora itself is driven throu
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
 import threading
@@ -34,6 +35,9 @@ GUEST_CLIENT = "198.51.100.201/25"
 GUEST_CLIENT_MAC = "fa:16:3e:99:00:01"
 GUEST_MEMBER_MAC = "fa:16:3e:99:00:02"
 IP_UDP_HEADERS = 28  # what IPVS counts besides the payload of an IPv4 UDP datagram
+# client ports of the UDP pairs, below the ephemeral range and never reused within a run: each pair
+# is a new IPVS connection (a random ephemeral port may repeat one still in IPVS's table for 5 min)
+_client_ports = itertools.cycle(range(10_000, 30_000))
 
 
 @dataclass
@@ -116,7 +120,7 @@ class UdpRun:
 
 
 def udp_pairs(vip: str, port: int, count: int, timeout: float = 1.0, max_seconds: float = 120.0) -> UdpRun:
-    """``count`` request/response pairs, each from a new socket (a new IPVS connection); bounded in time.
+    """``count`` request/response pairs, each from a port of its own (a new IPVS connection); bounded in time.
 
     Runs in the caller's namespace (``Peer.call`` it in the client's).
     """
@@ -127,6 +131,7 @@ def udp_pairs(vip: str, port: int, count: int, timeout: float = 1.0, max_seconds
             break
         request = f"pair-{n:06d}".encode()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("0.0.0.0", next(_client_ports)))
             sock.settimeout(timeout)
             sock.sendto(request, (vip, port))
             run.request_bytes += len(request) + IP_UDP_HEADERS

@@ -30,6 +30,7 @@ LAB_ADDRESS = "198.51.100.1"  # the bridge: DHCP server and router of the manage
 CALLER_ADDRESS = "198.51.100.2"  # the caller's end: controller side (heartbeats, syslog, client)
 PREFIX = 24
 DHCP_RANGE = ("198.51.100.100", "198.51.100.199")
+LEASE_SECONDS = 3600
 MEMORY_MIB = 1024
 CPUS = 2
 _labs = itertools.count(1)
@@ -266,7 +267,7 @@ class VmLab:
             "ip", "netns", "exec", self.name, "dnsmasq", "--keep-in-foreground", "--no-daemon",
             "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0", "--interface=br0",
             "--bind-interfaces", "--except-interface=lo",
-            f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},255.255.255.0,1h",
+            f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},255.255.255.0,{LEASE_SECONDS}",
             f"--dhcp-leasefile={self.leases}", f"--dhcp-option=option:router,{LAB_ADDRESS}",
             "--dhcp-option=option:mtu,1500", "--dhcp-authoritative", "--log-dhcp",
         ]  # fmt: skip
@@ -294,15 +295,21 @@ class VmLab:
         run(["ip", "link", "set", port, "master", bridge, "up"], self.name)
         return port
 
-    def lease_of(self, mac: str) -> str | None:
-        """The IPv4 address dnsmasq leased to ``mac``, if any."""
+    def lease_of(self, mac: str, since: float = 0.0) -> str | None:
+        """The IPv4 address dnsmasq leased to ``mac`` last, if any (granted at ``since`` or later).
+
+        A VM booted again with the same MAC gets a new machine-id, so a new DHCP client id and a new
+        address: its lease is the one that expires last, and was granted after it started.
+        """
         if not self.leases.exists():
             return None
+        found: list[tuple[int, str]] = []
         for line in self.leases.read_text().splitlines():
             fields = line.split()
-            if len(fields) >= 3 and fields[1].lower() == mac.lower():
-                return fields[2]
-        return None
+            ours = len(fields) >= 3 and fields[1].lower() == mac.lower() and fields[0].isdigit()
+            if ours and int(fields[0]) - LEASE_SECONDS >= since - 2:  # granted since then
+                found.append((int(fields[0]), fields[2]))
+        return max(found)[1] if found else None
 
     def destroy(self) -> None:
         """Stop dnsmasq by PID and remove the namespace (its veth end goes with it)."""
@@ -330,7 +337,8 @@ class Vm:
     mac: str = "fa:16:3e:00:00:01"
     name: str = "amp"
     process: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
+    started_at: float = 0.0  # monotonic
+    started_wall: float = 0.0  # wall clock, as dnsmasq's lease times
     _qmp: Qmp | None = None
     _guest: GuestAgent | None = None
 
@@ -387,6 +395,7 @@ class Vm:
         tap = self.lab.tap(f"tap-{self.name}"[:15])
         log = (self.dir / "qemu.log").open("wb")
         self.started_at = time.monotonic()
+        self.started_wall = time.time()
         argv = ["ip", "netns", "exec", self.lab.name, *self.argv(tap)]
         self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
@@ -407,7 +416,9 @@ class Vm:
 
     def address(self, timeout: float = 120.0) -> str:
         """The management address the VM got by DHCP."""
-        address: str = wait_for("DHCP lease", lambda: self.lab.lease_of(self.mac), timeout, interval=0.2)
+        address: str = wait_for(
+            "DHCP lease", lambda: self.lab.lease_of(self.mac, self.started_wall), timeout, interval=0.2
+        )
         return address
 
     def console(self) -> str:

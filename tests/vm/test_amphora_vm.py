@@ -12,7 +12,7 @@ import pytest
 
 from amphora_agent.health import codec
 from lab import configdrive, vm
-from tests.vm.conftest import AMPHORA_ID, Amphora
+from lab.amphora_vm import AMPHORA_ID, Amphora
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 

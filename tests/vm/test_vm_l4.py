@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import pytest
 
 from lab import tenant
-from tests.vm.conftest import AMPHORA_ID, Amphora, Controller, Ports
+from lab.amphora_vm import AMPHORA_ID, Amphora, Controller
+from tests.vm.conftest import Ports
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 UDP_LISTENER = "8493c22a-786d-4871-aaa0-c4d82fe865d9"

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from lab import namespaces, tenant
+from lab.amphora_vm import AMPHORA_ID, Amphora
 from tests.integration.helpers import get
 from tests.integration.test_multi_listener import tls_get
-from tests.vm.conftest import AMPHORA_ID, Amphora, Ports
+from tests.vm.conftest import Ports
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 LB = "1255f924-18da-44a0-aad7-23512f2c0594"

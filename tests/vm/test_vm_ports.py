@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lab import tenant
-from tests.vm.conftest import Amphora, Ports, request_body
+from lab.amphora_vm import Amphora
+from tests.vm.conftest import Ports, request_body
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 NS = "amphora-haproxy"

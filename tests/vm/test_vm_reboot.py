@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from lab import configdrive, namespaces, tenant, vm
+from lab.amphora_vm import AMPHORA_ID, BOOT_TIMEOUT, Amphora, wait_for_agent
 from tests.integration.helpers import get
-from tests.vm.conftest import AMPHORA_ID, BOOT_TIMEOUT, Amphora, Ports, wait_for_agent
+from tests.vm.conftest import Ports
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 SINGLE_LB = "0fea25e0-f190-4bc0-94ec-e5cd2d8994b6"  # the fixture's single-http load balancer
