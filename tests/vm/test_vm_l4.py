@@ -231,6 +231,11 @@ def test_stopped_members_are_marked_down_reported_and_skipped(
     udp_member, sctp_member = UDP_MEMBERS["203.0.113.61"], SCTP_MEMBERS[serving]
     down = wait_statuses(controller, {(UDP_POOL, udp_member): "DOWN", (SCTP_POOL, sctp_member): "DOWN"}, 90)
     print(f"reported DOWN after: UDP member {down[udp_member]:.1f} s, SCTP member {down[sctp_member]:.1f} s")
+    for listener_id in (UDP_LISTENER, SCTP_LISTENER):  # keepalived's own account, for the record
+        log = amphora.guest(
+            "cat", f"/var/lib/octavia/lvs/octavia-keepalivedlvs-{listener_id}.log", check=False
+        )
+        print(*[line for line in log.splitlines() if "failed" in line or "Removing" in line][-2:], sep="\n")
     assert down[udp_member] <= 5 * (3 + 1) + HEARTBEAT_INTERVAL
     assert down[sctp_member] <= 10 * (2 + 1) + HEARTBEAT_INTERVAL
     run = udp(tenant_net, 100)
