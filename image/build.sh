@@ -121,6 +121,8 @@ mmdebstrap --quiet --variant=apt --mode=root --format=directory \
   bookworm "$TREE" - < "$sources"
 
 # 3. The disk: MBR + syslinux on a FAT boot partition (no mount, no loop device), ext4 root.
+#    transparent_hugepage=never: with THP on, khugepaged raises min_free_kbytes to 44 MiB on a 1 GiB
+#    VM (watermarks about 70 MiB that MemAvailable leaves out); haproxy and the agent gain nothing from it.
 log "disk"
 kernel=$(ls "$TREE"/boot/vmlinuz-* | sort -V | tail -1)
 initrd=$(ls "$TREE"/boot/initrd.img-* | sort -V | tail -1)
@@ -133,7 +135,7 @@ TIMEOUT 0
 LABEL amphora
   LINUX /vmlinuz
   INITRD /initrd.img
-  APPEND root=UUID=$ROOT_UUID ro console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0 quiet
+  APPEND root=UUID=$ROOT_UUID ro console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0 transparent_hugepage=never quiet
 EOF
 mcopy -i "$BOOT" "$kernel" ::/vmlinuz
 mcopy -i "$BOOT" "$initrd" ::/initrd.img

@@ -46,4 +46,11 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/l
 find /usr/lib/modules -type d \( -name sound -o -name wireless -o -name bluetooth -o -name media \
   -o -name gpu -o -name infiniband \) -prune -exec rm -rf {} +
 for kver in $(ls /usr/lib/modules); do depmod -a "$kver"; done
+# A small initramfs: only the drivers a Nova root disk needs (virtio-blk, virtio-scsi, SATA, IDE,
+# NVMe; ext4 is built in). With Debian's MODULES=most it is 15 MB, and unpacking it took 15 s of a
+# TCG boot; everything else (the config drive's cdrom, NICs) udev loads from the root filesystem.
+sed -i 's/^MODULES=.*/MODULES=list/' /etc/initramfs-tools/initramfs.conf
+printf '%s\n' virtio_pci virtio_blk virtio_scsi sd_mod ahci ata_piix ata_generic nvme \
+  > /etc/initramfs-tools/modules
+update-initramfs -u -k all >/dev/null
 echo "amphora image ($variant) customised"

@@ -30,6 +30,7 @@ LAB_ADDRESS = "198.51.100.1"  # the bridge: DHCP server and router of the manage
 CALLER_ADDRESS = "198.51.100.2"  # the caller's end: controller side (heartbeats, syslog, client)
 PREFIX = 24
 DHCP_RANGE = ("198.51.100.100", "198.51.100.199")
+LEASE_SECONDS = 3600
 MEMORY_MIB = 1024
 CPUS = 2
 _labs = itertools.count(1)
@@ -213,6 +214,12 @@ class GuestAgent:
         out = base64.b64decode(state.get("out-data", "")) + base64.b64decode(state.get("err-data", ""))
         return int(state.get("exitcode", -1)), out.decode(errors="replace")
 
+    def spawn(self, argv: list[str]) -> int:
+        """Start ``argv`` in the guest without waiting (a server); its pid in the guest."""
+        self.sync(60.0)
+        started = self._call({"execute": "guest-exec", "arguments": {"path": argv[0], "arg": argv[1:]}}, 10.0)
+        return int(started["pid"])
+
     def close(self) -> None:
         """Close the connection."""
         self._reset()
@@ -260,7 +267,7 @@ class VmLab:
             "ip", "netns", "exec", self.name, "dnsmasq", "--keep-in-foreground", "--no-daemon",
             "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0", "--interface=br0",
             "--bind-interfaces", "--except-interface=lo",
-            f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},255.255.255.0,1h",
+            f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},255.255.255.0,{LEASE_SECONDS}",
             f"--dhcp-leasefile={self.leases}", f"--dhcp-option=option:router,{LAB_ADDRESS}",
             "--dhcp-option=option:mtu,1500", "--dhcp-authoritative", "--log-dhcp",
         ]  # fmt: skip
@@ -268,21 +275,41 @@ class VmLab:
         self.dnsmasq = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
-    def tap(self, name: str) -> str:
-        """A tap device on the bridge for one VM NIC."""
+    def tap(self, name: str, bridge: str = "br0") -> str:
+        """A tap device on ``bridge`` (the management network by default) for one VM NIC."""
         run(["ip", "tuntap", "add", "dev", name, "mode", "tap"], self.name)
-        run(["ip", "link", "set", name, "master", "br0", "up"], self.name)
+        run(["ip", "link", "set", name, "master", bridge, "up"], self.name)
         return name
 
-    def lease_of(self, mac: str) -> str | None:
-        """The IPv4 address dnsmasq leased to ``mac``, if any."""
+    def bridge(self, name: str) -> str:
+        """Another network of the lab (a tenant network): a bridge without an address of its own."""
+        run(["ip", "link", "add", name, "type", "bridge"], self.name)
+        run(["ip", "link", "set", name, "type", "bridge", "stp_state", "0", "forward_delay", "0"], self.name)
+        run(["ip", "link", "set", name, "up"], self.name)
+        return name
+
+    def connect(self, bridge: str, netns: str, ifname: str = "eth0") -> str:
+        """A veth from ``bridge`` to the namespace ``netns`` (named ``ifname`` there, down)."""
+        port = f"{bridge}-{netns[-4:]}"[:15]
+        run(["ip", "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", netns], self.name)
+        run(["ip", "link", "set", port, "master", bridge, "up"], self.name)
+        return port
+
+    def lease_of(self, mac: str, since: float = 0.0) -> str | None:
+        """The IPv4 address dnsmasq leased to ``mac`` last, if any (granted at ``since`` or later).
+
+        A VM booted again with the same MAC gets a new machine-id, so a new DHCP client id and a new
+        address: its lease is the one that expires last, and was granted after it started.
+        """
         if not self.leases.exists():
             return None
+        found: list[tuple[int, str]] = []
         for line in self.leases.read_text().splitlines():
             fields = line.split()
-            if len(fields) >= 3 and fields[1].lower() == mac.lower():
-                return fields[2]
-        return None
+            ours = len(fields) >= 3 and fields[1].lower() == mac.lower() and fields[0].isdigit()
+            if ours and int(fields[0]) - LEASE_SECONDS >= since - 2:  # granted since then
+                found.append((int(fields[0]), fields[2]))
+        return max(found)[1] if found else None
 
     def destroy(self) -> None:
         """Stop dnsmasq by PID and remove the namespace (its veth end goes with it)."""
@@ -310,7 +337,8 @@ class Vm:
     mac: str = "fa:16:3e:00:00:01"
     name: str = "amp"
     process: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
+    started_at: float = 0.0  # monotonic
+    started_wall: float = 0.0  # wall clock, as dnsmasq's lease times
     _qmp: Qmp | None = None
     _guest: GuestAgent | None = None
 
@@ -367,6 +395,7 @@ class Vm:
         tap = self.lab.tap(f"tap-{self.name}"[:15])
         log = (self.dir / "qemu.log").open("wb")
         self.started_at = time.monotonic()
+        self.started_wall = time.time()
         argv = ["ip", "netns", "exec", self.lab.name, *self.argv(tap)]
         self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
@@ -387,12 +416,24 @@ class Vm:
 
     def address(self, timeout: float = 120.0) -> str:
         """The management address the VM got by DHCP."""
-        address: str = wait_for("DHCP lease", lambda: self.lab.lease_of(self.mac), timeout, interval=0.2)
+        address: str = wait_for(
+            "DHCP lease", lambda: self.lab.lease_of(self.mac, self.started_wall), timeout, interval=0.2
+        )
         return address
 
     def console(self) -> str:
         """The serial console so far."""
         return self.serial_log.read_text(errors="replace") if self.serial_log.exists() else ""
+
+    def hotplug(self, mac: str, bridge: str, device: str) -> None:
+        """Attach a NIC to the running VM as Nova attaches a port: a tap, ``netdev_add``, ``device_add``.
+
+        The guest sees a new virtio NIC with ``mac``, down and unconfigured; ``device`` names the
+        tap (in the lab's namespace), the netdev and the device (15 characters at most).
+        """
+        tap = self.lab.tap(device, bridge)
+        self.qmp.execute("netdev_add", type="tap", id=device, ifname=tap, script="no", downscript="no")
+        self.qmp.execute("device_add", driver="virtio-net-pci", netdev=device, mac=mac, id=device)
 
     def reset(self) -> None:
         """A hard reset (``system_reset``), as a hypervisor host reboot would be."""

@@ -1,36 +1,20 @@
-"""The amphora image as Nova boots it: config drive, systemd, DHCP, mutual TLS, heartbeats, logs, reset."""
+"""The amphora image as Nova boots it: config drive, systemd, DHCP, mutual TLS, heartbeats, logs.
+
+The reset, with what must survive it, is the session's last VM test (``test_vm_reboot``)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import socket
 import ssl
 import time
-from pathlib import Path
 
 import pytest
 
-from amphora_agent.client import AgentAPIError
 from amphora_agent.health import codec
 from lab import configdrive, vm
-from tests.vm.conftest import AMPHORA_ID, BOOT_TIMEOUT, Amphora, wait_for_agent
+from lab.amphora_vm import AMPHORA_ID, Amphora
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
-SINGLE_LB = "0fea25e0-f190-4bc0-94ec-e5cd2d8994b6"  # the fixture's single-http load balancer
-
-
-def server_fingerprint(amp: Amphora) -> str:
-    """SHA-256 of the certificate the agent presents (with our client certificate)."""
-    ctx = ssl.create_default_context(cafile=str(amp.controller.workdir / "ca.pem"))
-    ctx.load_cert_chain(str(amp.controller.workdir / "client.pem"))
-    with (
-        socket.create_connection((amp.address, 9443), timeout=10) as raw,
-        ctx.wrap_socket(raw, server_hostname=AMPHORA_ID) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return hashlib.sha256(der).hexdigest()
 
 
 def test_agent_answers_mutual_tls_on_the_dhcp_address(amphora: Amphora) -> None:
@@ -106,11 +90,7 @@ def test_administrative_logs_reach_the_syslog_target(amphora: Amphora) -> None:
 
 def test_a_hot_plugged_nic_is_left_down_for_the_agent(amphora: Amphora) -> None:
     """A NIC attached after boot (QMP, as Nova's port attach) gets no address and stays down."""
-    tap = amphora.vm.lab.tap("tap-hotplug")
-    amphora.vm.qmp.execute("netdev_add", type="tap", id="hot1", ifname=tap, script="no", downscript="no")
-    amphora.vm.qmp.execute(
-        "device_add", driver="virtio-net-pci", netdev="hot1", mac="fa:16:3e:00:00:99", id="nic1"
-    )
+    amphora.vm.hotplug("fa:16:3e:00:00:99", "br0", "tap-hotplug")
     links = vm.wait_for(
         "the hot-plugged NIC in the guest",
         lambda: next(
@@ -124,35 +104,3 @@ def test_a_hot_plugged_nic_is_left_down_for_the_agent(amphora: Amphora) -> None:
     name = links.split()[0]
     assert "DOWN" in amphora.guest("ip", "-br", "link", "show", name)
     assert "inet" not in amphora.guest("ip", "address", "show", name)
-
-
-def test_uploads_then_reset_keep_certificate_and_config(amphora: Amphora, fixtures_dir: Path) -> None:
-    """PUT config, certificate and a haproxy config; after system_reset the agent has the new ones."""
-    controller = amphora.controller
-    updated = (fixtures_dir / "agent" / "amphora-agent-updated.conf").read_text()
-    new_config = configdrive.agent_config(updated, [f"{vm.CALLER_ADDRESS}:5555"])
-    new_cert = controller.ca.issue(AMPHORA_ID, server=True).bundle
-    haproxy_cfg = (fixtures_dir / "haproxy" / "single-http.cfg").read_bytes()
-    with controller.client(amphora.address) as api:
-        api.put_agent_config(new_config)
-        api.rotate_server_certificate(new_cert)
-        api.put_haproxy_config(SINGLE_LB, haproxy_cfg)
-        assert api.get_haproxy_config(SINGLE_LB).encode() == haproxy_cfg
-        with pytest.raises(AgentAPIError) as refused:
-            api.put_haproxy_config(SINGLE_LB, b"global\n    nonsense-keyword\n")
-        assert refused.value.status == 400
-    rotated = server_fingerprint(amphora)
-    config_hash = amphora.guest("sha256sum", configdrive.AGENT_CONF).split()[0]
-    assert config_hash == hashlib.sha256(new_config.encode()).hexdigest()
-
-    amphora.vm.reset()
-    time.sleep(5)  # the old agent must not be the one answering below
-    wait_for_agent(controller, amphora.address, BOOT_TIMEOUT)
-    assert server_fingerprint(amphora) == rotated
-    assert amphora.guest("sha256sum", configdrive.AGENT_CONF).split()[0] == config_hash
-    with controller.client(amphora.address) as api:
-        assert api.get_haproxy_config(SINGLE_LB).encode() == haproxy_cfg
-    journal = amphora.guest("journalctl", "-b", "-u", "amphora-config-drive", "-o", "cat")
-    assert "wrote nothing (all current)" in journal
-    state = json.loads(amphora.guest("cat", "/var/lib/amphora-image/config-drive.json"))
-    assert sorted(state) == sorted(amphora.files)

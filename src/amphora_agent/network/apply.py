@@ -14,7 +14,7 @@ from amphora_agent.errors import AgentError, CommandFailed
 from amphora_agent.layout import Layout
 from amphora_agent.network import nftables, plans, reconcile
 from amphora_agent.network.interfaces import Interface, InterfaceStore
-from amphora_agent.system import announce, netlink, netns, proc
+from amphora_agent.system import announce, keepalived, netlink, netns, proc
 
 LOG = logging.getLogger(__name__)
 NAMESPACE_SYSCTLS = (  # amphora-netns.service's settings (the IPVS ones exist only with IPVS)
@@ -24,6 +24,13 @@ NAMESPACE_SYSCTLS = (  # amphora-netns.service's settings (the IPVS ones exist o
     ("net.ipv4.vs.expire_nodest_conn", "1"),
     ("net.ipv4.vs.expire_quiescent_template", "1"),
 )
+
+
+def load_ipvs() -> None:
+    """Load ip_vs before the namespace settings, as amphora-netns.service does: ``net.ipv4.vs.*``
+    exist only once it is loaded, and without ``vs.conntrack`` the masquerading of UDP and SCTP
+    towards the members does not happen (members answer the client directly, and it drops that)."""
+    keepalived.ipvs_unavailable()  # a no-op where the kernel has no IPVS
 
 
 def protected(link: netlink.Netlink, reached: set[str]) -> dict[int, str]:
@@ -84,6 +91,7 @@ class Applier:
     def apply(self, iface: Interface, failure: str) -> None:
         """Apply one definition (its link is in the namespace), then the firewall; CommandFailed on error."""
         timeout = self.dad_timeout
+        load_ipvs()
         try:
             outcome = netlink.run(self.namespace, lambda link: configure(link, [iface], timeout))
             self.firewall(sriov=iface.is_sriov)
@@ -100,6 +108,7 @@ class Applier:
         """Every stored NIC back in the namespace under its name, applied; return the names restored."""
         present = self.gather(definitions, reached)
         timeout = self.dad_timeout
+        load_ipvs()
         outcome = (
             netlink.run(self.namespace, lambda link: configure(link, present, timeout)) if present else {}
         )
