@@ -11,6 +11,7 @@ itself would need a plugged VIP port.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from amphora_agent.health import lvs_stats
 from amphora_agent.metrics.exposition import Exposition, parse
 from lab import vm
-from tests.vm.conftest import Amphora
+from lab.amphora_vm import Amphora
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 LB = "5d65dca3-c361-4fdb-afd8-eb3f8fa927e5"  # prometheus.cfg
@@ -62,6 +63,18 @@ def value(found: Exposition, name: str, **labels: str) -> float | None:
 
 def test_a_udp_listeners_families_follow_the_kernels_ipvs(amphora: Amphora, fixtures_dir: Path) -> None:
     """Statuses, weights, and packets, bytes and connections exactly as IPVS counts them."""
+    try:
+        check_families(amphora, fixtures_dir)
+    finally:  # the VM is shared by the session: leave nothing for the data-plane tests
+        with amphora.controller.client(amphora.address) as api:
+            for object_id in (LISTENER, LB):
+                with contextlib.suppress(Exception):
+                    api.delete_listener(object_id)
+        amphora.guest(*NS, "ip", "address", "del", "198.51.100.40/32", "dev", "lo", check=False)
+
+
+def check_families(amphora: Amphora, fixtures_dir: Path) -> None:
+    """The UDP listener's families against ``ipvsadm``, before and after 20 datagrams."""
     amphora.guest("modprobe", "ip_vs")
     amphora.guest(*NS, "ip", "address", "add", "198.51.100.40/32", "dev", "lo")  # the VIP, local
     with amphora.controller.client(amphora.address) as api:
