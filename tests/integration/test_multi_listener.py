@@ -50,7 +50,8 @@ def proxy_protocol_member() -> Iterator[list[bytes]]:
                     continue
                 if line:
                     seen.append(line)
-                    conn.sendall(line + b"\n")
+                    with contextlib.suppress(OSError):  # haproxy's health check resets at once
+                        conn.sendall(line + b"\n")
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
