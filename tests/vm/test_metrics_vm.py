@@ -1,12 +1,12 @@
 """Prometheus metrics in the amphora VM: a UDP listener's families from the kernel's real IPVS.
 
 The container's kernel has no IPVS, so the LVS part of the metrics is proved here: the agent in the
-booted image runs the controller's UDP listener (keepalived LVS, its pool without a health monitor:
-the image has no ``nc`` for the controller's UDP check script), datagrams go through the virtual
-service, and ``amphoractl metrics`` in the guest (what the PROMETHEUS listener's backend reads on
-127.0.0.1:9102) reports them, figure for figure as ``ipvsadm`` does. haproxy runs the controller's
-``prometheus.cfg`` up to its first VIP listener (the exporter and the internal backend): the VIP
-itself would need a plugged VIP port.
+booted image runs the controller's UDP listener (keepalived LVS, its pool without a health monitor,
+so that its two members, which exist nowhere here, stay in IPVS and are scheduled), datagrams go
+through the virtual service, and ``amphoractl metrics`` in the guest (what the PROMETHEUS
+listener's backend reads on 127.0.0.1:9102) reports them, figure for figure as ``ipvsadm`` does.
+haproxy runs the controller's ``prometheus.cfg`` up to its first VIP listener (the exporter and the
+internal backend): the VIP itself would need a plugged VIP port.
 """
 
 from __future__ import annotations
