@@ -31,17 +31,11 @@ CAP = 1000
 
 
 @contextlib.contextmanager
-def running_agent(timeout: float) -> Iterator[namespaces.Amphora]:
-    """An agent with ``timeout``-second deadlines and a cap of 1,000 connections."""
+def running_agent(options: dict[str, str]) -> Iterator[namespaces.Amphora]:
+    """An agent in its own amphora namespace with these ``[amphora_agent]`` options."""
     with tempfile.TemporaryDirectory(prefix="amp") as path:
         amphora = namespaces.Amphora(Path(path))
-        amphora.extra_config = {
-            "amphora_agent": {
-                "agent_request_read_timeout": str(timeout),
-                "agent_tls_handshake_timeout": str(timeout),
-                "agent_max_connections": str(CAP),
-            }
-        }
+        amphora.extra_config = {"amphora_agent": options}
         amphora.create()
         try:
             amphora.start_agent()
@@ -52,15 +46,20 @@ def running_agent(timeout: float) -> Iterator[namespaces.Amphora]:
 
 @pytest.fixture(scope="module")
 def amp() -> Iterator[namespaces.Amphora]:
-    """One agent with 2-second deadlines, for the deadline tests."""
-    with running_agent(TIMEOUT) as amphora:
+    """One agent with 2-second deadlines and a cap of 1,000 connections."""
+    options = {
+        "agent_request_read_timeout": str(TIMEOUT),
+        "agent_tls_handshake_timeout": str(TIMEOUT),
+        "agent_max_connections": str(CAP),
+    }
+    with running_agent(options) as amphora:
         yield amphora
 
 
 @pytest.fixture(scope="module")
-def roomy_amp() -> Iterator[namespaces.Amphora]:
-    """One agent with the deadlines of a loaded amphora (60 s), for large uploads on busy cores."""
-    with running_agent(60) as amphora:
+def roomy() -> Iterator[namespaces.Amphora]:
+    """One agent with the default deadlines: big uploads on a busy machine need more than 2 s."""
+    with running_agent({}) as amphora:
         yield amphora
 
 
@@ -190,8 +189,9 @@ def test_a_trickled_body_gets_a_408_and_leaves_no_file(amp: namespaces.Amphora) 
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_a_client_over_the_limit_reads_the_json_413(amp: namespaces.Amphora, chunked: bool) -> None:
+def test_a_client_over_the_limit_reads_the_json_413(roomy: namespaces.Amphora, chunked: bool) -> None:
     """A 20 MiB config, sent whole before reading: the client reads the 413 and its JSON body."""
+    amp = roomy
     size, conn = 20 << 20, amp.https()
     path = f"/1.0/loadbalancer/{amp.amphora_id}/{SINGLE_HTTP_LB}/haproxy"
     try:
@@ -208,24 +208,25 @@ def test_a_client_over_the_limit_reads_the_json_413(amp: namespaces.Amphora, chu
     assert not list(amp.base.rglob(".*.tmp-*"))
 
 
-def test_uploads_at_the_limit_are_streamed_to_disk(roomy_amp: namespaces.Amphora, fixtures_dir: Path) -> None:
+def test_uploads_at_the_limit_are_streamed_to_disk(roomy: namespaces.Amphora, fixtures_dir: Path) -> None:
     """Eight concurrent 16 MiB configs: stored byte for byte with their md5 as ETag, and the agent's
     peak memory grows by far less than one of them per upload."""
+    amp = roomy
     ids = [f"0b5e5b51-0000-4000-8000-00000000000{index}" for index in range(8)]
-    config = render(fixtures_dir, "single-http.cfg", roomy_amp)
+    config = render(fixtures_dir, "single-http.cfg", amp)
     padding = b"# padding to the upload limit\n"
     bodies = [config.replace(SINGLE_HTTP_LB.encode(), lb.encode()) for lb in ids]
     bodies = [body + padding * ((MAX_UPLOAD - len(body)) // len(padding)) for body in bodies]
-    pid = agent_pid(roomy_amp)
+    pid = agent_pid(amp)
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak RSS from now on
     before = rss_mib(pid)
     answers: dict[int, tuple[int, str | None]] = {}
 
     def upload(index: int) -> None:
-        conn = roomy_amp.https(timeout=60)
+        conn = amp.https(timeout=60)
         try:
             conn.request(
-                "PUT", f"/1.0/loadbalancer/{roomy_amp.amphora_id}/{ids[index]}/haproxy", body=bodies[index]
+                "PUT", f"/1.0/loadbalancer/{amp.amphora_id}/{ids[index]}/haproxy", body=bodies[index]
             )
             response = conn.getresponse()
             response.read()
@@ -240,7 +241,7 @@ def test_uploads_at_the_limit_are_streamed_to_disk(roomy_amp: namespaces.Amphora
         thread.join(120)
     peak = _status_mib(pid, "VmHWM") - before
     assert answers == {index: (202, hashlib.md5(body).hexdigest()) for index, body in enumerate(bodies)}
-    assert (roomy_amp.base / ids[3] / "haproxy.cfg").read_bytes() == bodies[3]
+    assert (amp.base / ids[3] / "haproxy.cfg").read_bytes() == bodies[3]
     assert peak < 40, f"peak grew {peak:.1f} MiB for 8 x 16 MiB"
 
 
