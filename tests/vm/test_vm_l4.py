@@ -133,7 +133,9 @@ def steady(networks: tenant.TenantNetworks, count: int = 30, timeout: float = 60
 
 def counted(controller: Controller, listener_id: str, run: Callable[[], T]) -> tuple[T, dict[str, int], Beat]:
     """``run()`` between heartbeats: its result, the listener's summed deltas, the beat they settled in."""
-    controller.heartbeats(1)  # sampled before the traffic
+    # the first beat after the drain may have been sampled before earlier traffic ended (sampling
+    # and sending take a moment in the VM); the second one was sampled an interval later
+    controller.heartbeats(2)
     result = run()
     totals = dict.fromkeys(("rx", "tx", "totconns"), 0)
     deadline = time.monotonic() + 4 * HEARTBEAT_INTERVAL

@@ -146,6 +146,12 @@ class LvsConfig:
         return bool(self.protocols)
 
     @property
+    def needs_ipvs(self) -> bool:
+        """Whether keepalived's checker programs IPVS: a virtual server with an enabled member (with
+        none it runs without touching the kernel)."""
+        return self.has_virtual_server and any(member.enabled for member in self.members)
+
+    @property
     def health_monitor(self) -> bool:
         """Whether any member is health-checked."""
         return any(member.check for member in self.members)

@@ -158,10 +158,8 @@ class LvsListeners:
             keepalived.config_test(config, self.netns, bin_dir),
             extra_fatal=config_text.lvs_problems(sent or text, self.netns),
         )
-        # the checker stops at IPVS only when a virtual server with a real server needs it; with none
-        # it would run until killed (30 s, then a 500)
-        needs_ipvs = parsed.has_virtual_server and any(member.enabled for member in parsed.members)
-        if keepalived.ipvs_unavailable() is None or not needs_ipvs:
+        # the checker stops at IPVS only when it needs it; otherwise it would run until killed
+        if keepalived.ipvs_unavailable() is None or not parsed.needs_ipvs:
             return verdict
         with tempfile.TemporaryDirectory(prefix=".dry-", dir=self.paths.lvs_dir) as scratch:
             output = keepalived.checker_dry_start(config, Path(scratch), self.netns, bin_dir)
@@ -233,10 +231,17 @@ class LvsListeners:
         if keepalived.instance_pids(instance):
             keepalived.stop(instance)
         netns.ensure(self.netns)
+        reason = keepalived.ipvs_unavailable()
         try:
-            pid = keepalived.start(instance, failure)
+            config = config_text.parse_lvs(self.paths.lvs(listener_id).read_text())
+        except (OSError, ValueError):
+            doomed = False  # keepalived will say what it thinks of it
+        else:
+            doomed = reason is not None and config.needs_ipvs
+        try:
+            # without IPVS the checker dies, however slowly: wait for that, not for a quiet moment
+            pid = keepalived.start(instance, failure, expect_exit=doomed)
         except CommandFailed as exc:
-            reason = keepalived.ipvs_unavailable()
             if reason is None:
                 raise
             raise CommandFailed(failure, f"{reason}\nkeepalived said:\n{exc.details}") from exc

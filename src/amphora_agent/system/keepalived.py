@@ -168,8 +168,12 @@ def log_since(log: Path, offset: int, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def start(instance: Instance, failure: str) -> int:
-    """Start keepalived detached and wait until its main process and working child stay up."""
+def start(instance: Instance, failure: str, expect_exit: bool = False) -> int:
+    """Start keepalived detached and wait until its main process and working child stay up.
+
+    With ``expect_exit`` (its checker cannot run here) it waits for the exit instead, so the failure
+    carries keepalived's own words however long it takes to give up.
+    """
     for stale in instance.pid_files:
         stale.unlink(missing_ok=True)
     _rotate(instance.log_file)
@@ -179,7 +183,7 @@ def start(instance: Instance, failure: str) -> int:
     began = time.monotonic()
     while time.monotonic() - began < START_TIMEOUT:
         pid = main_pid(instance)
-        if pid is not None and child_alive(instance):
+        if pid is not None and child_alive(instance) and not expect_exit:
             time.sleep(SETTLE)
             if main_pid(instance) == pid and child_alive(instance):
                 return pid
