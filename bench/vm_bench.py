@@ -71,6 +71,8 @@ class Sampler:
     every: float = 1.0
     available: list[float] = field(default_factory=list)
     haproxy: list[float] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)
+    shmem: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -79,10 +81,14 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                self.available.append(meminfo(self.amp)["MemAvailable"])
-                self.haproxy.append(sum(rss(self.amp, "haproxy")))
+                info = meminfo(self.amp)
+                procs = rss(self.amp, "haproxy")
             except (OSError, RuntimeError, TimeoutError, ValueError):
                 continue
+            self.available.append(info["MemAvailable"])
+            self.shmem.append(info["Shmem"])
+            self.haproxy.append(sum(procs))
+            self.processes.append(len(procs))
 
     @contextmanager
     def running(self) -> Iterator[Sampler]:
@@ -149,6 +155,7 @@ def shape_figures(
     upload_certificates(amp, shaped)
     update = apply(amp, shaped)
     label = f"{count} listeners, {name}: maxconn {controller_lb.global_maxconn(shaped):,}"
+    print(f"{label}: update {update.status} in {update.seconds:.1f} s", flush=True)
     if update.status != 202:
         return [
             Figure(f"{label}: update (PUT + reload)", f"{update.status} {update.reason}", "202", met=False)
@@ -192,8 +199,10 @@ def reload_figures(amp: Amphora, client: namespaces.Peer, reloads: int) -> list[
     updates: list[Update] = []
     try:
         with sampler.running():
-            for _ in range(reloads):
+            for n in range(reloads):
                 updates.append(apply(amp, shaped))
+                if n % 10 == 9:
+                    print(f"{n + 1} updates, {load.ok} requests answered, {load.failed} failed", flush=True)
     finally:
         load.__exit__(None, None, None)
     failed = [u for u in updates if u.status != 202]
@@ -221,6 +230,11 @@ def reload_figures(amp: Amphora, client: namespaces.Peer, reloads: int) -> list[
         ),
         Figure("MemAvailable during the updates, lowest", f"{lowest:.0f} MiB"),
         Figure("haproxy RSS (all processes) during the updates, highest", f"{peak:.0f} MiB"),
+        Figure(
+            "Shmem (SSL session caches) during the updates, highest",
+            f"{max(sampler.shmem, default=0):.0f} MiB",
+        ),
+        Figure("haproxy processes during the updates, most", str(max(sampler.processes, default=0))),
         Figure("MemAvailable 10 s after the updates", f"{after:.0f} MiB", ">= 700 MiB", met=after >= 700),
         Figure("haproxy processes after the updates", str(len(rss(amp, "haproxy")))),
     ]
@@ -234,7 +248,10 @@ def memory(net: vm.VmLab, controller: Controller, image: Path, reloads: int) -> 
         networks.create()
         for n, (address, port) in enumerate(MEMBERS):
             members.start(address, port, f"member-{n + 1}", netns=networks.member.name)
-        with boot_amphora(net, image, controller, CONTROLLER_FIXTURES, name="memory") as amp:
+        with (
+            boot_amphora(net, image, controller, CONTROLLER_FIXTURES, name="memory") as amp,
+            console_on_error(amp),
+        ):
             time.sleep(max(0.0, 60.0 - (time.monotonic() - amp.vm.started_at)))
             idle = meminfo(amp)["MemAvailable"]
             figures = [
@@ -255,6 +272,16 @@ def memory(net: vm.VmLab, controller: Controller, image: Path, reloads: int) -> 
         members.stop()
         networks.destroy()
     return figures
+
+
+@contextmanager
+def console_on_error(amp: Amphora) -> Iterator[None]:
+    """On an error, print the end of the VM's serial console (the kernel's OOM reports land there)."""
+    try:
+        yield
+    except BaseException:
+        print(f"serial console of {amp.vm.name}:\n{amp.vm.console()[-4000:]}", flush=True)
+        raise
 
 
 def plug(amp: Amphora, networks: tenant.TenantNetworks) -> None:
