@@ -10,7 +10,7 @@ from pathlib import Path
 from amphora_agent import preflight, settings
 from amphora_agent.errors import InvalidInput
 from amphora_agent.settings import LiveSettings
-from amphora_agent.system import files
+from amphora_agent.system import files, uploads
 
 LOG = logging.getLogger(__name__)
 
@@ -23,12 +23,12 @@ class AgentConfig:
         self._lock = threading.Lock()  # the file written and the settings applied come from one upload
 
     @property
-    def target(self) -> files.Destination:
+    def target(self) -> uploads.Destination:
         """Where an uploaded file goes: the file the agent was started with (or a scratch folder)."""
         scratch = Path(tempfile.gettempdir()) / "amphora-agent.conf"  # an agent started without a file
-        return files.Destination(self._live.current.config_file or scratch)
+        return uploads.Destination(self._live.current.config_file or scratch)
 
-    def put(self, upload: files.Upload) -> list[str]:
+    def put(self, upload: uploads.Upload) -> list[str]:
         """Parse and check first (a file the agent could not start with changes nothing), then write
         and apply; return the options that take effect at the next start."""
         with upload.contents() as body:
@@ -45,7 +45,7 @@ class AgentConfig:
             if problems:  # the agent could not start with this file: keep the one it can start with
                 raise InvalidInput("Invalid configuration file", "; ".join(problems))
             if current.config_file is not None:
-                files.place(upload, current.config_file, files.PRIVATE)
+                uploads.place(upload, current.config_file, files.PRIVATE)
             applied, ignored = settings.mutable_update(current, new)
             for name in ignored:
                 LOG.info("option %s changed in the file; it takes effect after a restart", name)

@@ -28,7 +28,7 @@ from amphora_agent.loadbalancers.certificates import ServerCertificate, TenantCe
 from amphora_agent.loadbalancers.service import LoadBalancers
 from amphora_agent.network.plans import BadBody
 from amphora_agent.network.service import Networking, NoInterface
-from amphora_agent.system import files
+from amphora_agent.system import uploads
 
 LOG = logging.getLogger(__name__)
 HTTP_CODES = {status.value for status in HTTPStatus}
@@ -143,8 +143,8 @@ async def read_body(request: Request, limit: int = MAX_JSON) -> bytes:
 
 
 async def stored(
-    request: Request, target: files.Destination, store: Callable[[files.Upload], object]
-) -> files.Upload:
+    request: Request, target: uploads.Destination, store: Callable[[uploads.Upload], object]
+) -> uploads.Upload:
     """The body, written as it arrives to a temp file beside ``target`` (md5 on the way), refused with
     413 past MAX_UPLOAD, then handed to ``store``; the temp file never outlives the request.
 
@@ -152,7 +152,7 @@ async def stored(
     to a worker thread in one trip: a body under FLUSH costs one, as a body read whole did.
     """
     _check_declared(request, MAX_UPLOAD)
-    writer: files.UploadWriter | None = None
+    writer: uploads.UploadWriter | None = None
     try:
         pending, size = bytearray(), 0
         async for chunk in request.stream():
@@ -169,7 +169,7 @@ async def stored(
         raise
     last = writer
 
-    def finish_and_store() -> files.Upload:
+    def finish_and_store() -> uploads.Upload:
         upload = _write(last, target, pending).finish()
         try:
             store(upload)
@@ -181,10 +181,10 @@ async def stored(
 
 
 def _write(
-    writer: files.UploadWriter | None, target: files.Destination, block: bytearray
-) -> files.UploadWriter:
+    writer: uploads.UploadWriter | None, target: uploads.Destination, block: bytearray
+) -> uploads.UploadWriter:
     """Append ``block`` to the upload, starting its temp file first if need be (in a worker thread)."""
-    writer = writer or files.UploadWriter(target.path, target.root)
+    writer = writer or uploads.UploadWriter(target.path, target.root)
     if block:
         writer.write(block)
     return writer
@@ -258,7 +258,7 @@ def core_routes(svc: Services) -> list[Route]:
         return ok(status=200)
 
     async def put_server_cert(request: Request) -> Response:
-        await stored(request, files.Destination(svc.server_cert.path), svc.server_cert.rotate)
+        await stored(request, uploads.Destination(svc.server_cert.path), svc.server_cert.rotate)
         return ok()
 
     async def put_config(request: Request) -> Response:

@@ -13,17 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from amphora_agent.system import files
+from amphora_agent.system import files, uploads
 
 T = TypeVar("T")
 
 
 def stage_check_commit(
-    upload: files.Upload, target: Path, mode: int, check: Callable[[Path], T], suffix: str = ".new"
+    upload: uploads.Upload, target: Path, mode: int, check: Callable[[Path], T], suffix: str = ".new"
 ) -> T:
     """Move the upload to ``target<suffix>``, run ``check`` on it, then onto ``target`` or ``...-failed``."""
     staged = target.with_name(target.name + suffix)
-    files.place(upload, staged, mode)
+    uploads.place(upload, staged, mode)
     try:
         result = check(staged)
     except BaseException:

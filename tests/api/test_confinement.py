@@ -166,6 +166,32 @@ def test_linked_keepalived_folders_are_refused(agent: Agent, decoy: Decoy, folde
     assert "link" in response.json()["details"]
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        'misc_path "/usr/bin/touch {victim}"',
+        "notify_up /usr/bin/touch",
+        "include {victim}",
+    ],
+)
+@pytest.mark.parametrize("kind", ["vrrp", "lvs"])
+def test_keepalived_configs_running_other_programs_are_refused(
+    agent: Agent, decoy: Decoy, kind: str, line: str
+) -> None:
+    """A keepalived config naming another program or file: 400 with the line, before keepalived
+    reads it; nothing is stored and the decoy is untouched."""
+    victim = decoy.path("victim")
+    text = f"vrrp_instance x {{\n}}\nvirtual_server 10.0.0.1 53 {{\n    {line.format(victim=victim)}\n}}\n"
+    if kind == "vrrp":
+        url, stored = "/1.0/vrrp/upload", agent.layout.vrrp()
+    else:
+        url, stored = f"/1.0/listeners/{AMP_ID}/{LB}/udp_listener", agent.layout.lvs(LB)
+    response = agent.client.put(url, content=text.encode())
+    assert response.status_code == 400, response.text
+    assert "line 4: " in response.json()["details"]
+    assert not stored.exists()
+
+
 def test_linked_log_file_is_not_appended_through(agent: Agent, decoy: Decoy) -> None:
     """keepalived's log a link elsewhere: the start fails rather than append to the file it names."""
     from amphora_agent.errors import CommandFailed

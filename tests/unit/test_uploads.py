@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from amphora_agent import lifecycle
 from amphora_agent.errors import InvalidInput, UnsafePath
 from amphora_agent.loadbalancers import haproxy_config, service
-from amphora_agent.system import files
+from amphora_agent.system import files, uploads
 from tests.unit.strategies import lines_of
 
 
-def upload(target: Path, data: bytes, parts: int = 3) -> files.Upload:
+def upload(target: Path, data: bytes, parts: int = 3) -> uploads.Upload:
     """``data`` received in ``parts`` writes, as the API does."""
-    writer = files.UploadWriter(target)
+    writer = uploads.UploadWriter(target)
     step = max(1, len(data) // parts)
     for start in range(0, len(data), step):
         writer.write(data[start : start + step])
@@ -45,7 +45,7 @@ def test_an_upload_is_a_private_temp_beside_its_destination_with_its_md5(tmp_pat
 
 def test_a_discarded_writer_leaves_nothing(tmp_path: Path) -> None:
     """A body refused half-way (413, a disconnect) leaves no file."""
-    writer = files.UploadWriter(tmp_path / "x.pem")
+    writer = uploads.UploadWriter(tmp_path / "x.pem")
     writer.write(b"half")
     writer.discard()
     assert list(tmp_path.iterdir()) == []
@@ -58,9 +58,9 @@ def test_the_staging_folder_is_never_a_link_nor_missing(tmp_path: Path) -> None:
     base = tmp_path / "base"
     (base / "lb").mkdir(parents=True)
     (base / "linked").symlink_to(outside)
-    assert files.staging_folder(base / "lb" / "haproxy.cfg") == base / "lb"
-    assert files.staging_folder(base / "new-lb" / "haproxy.cfg") == base
-    assert files.staging_folder(base / "linked" / "haproxy.cfg") == base
+    assert uploads.staging_folder(base / "lb" / "haproxy.cfg") == base / "lb"
+    assert uploads.staging_folder(base / "new-lb" / "haproxy.cfg") == base
+    assert uploads.staging_folder(base / "linked" / "haproxy.cfg") == base
     done = upload(base / "linked" / "haproxy.cfg", b"global\n")
     assert done.path.parent == base and list(outside.iterdir()) == []
     done.discard()
@@ -73,18 +73,18 @@ def test_under_an_agent_folder_no_link_is_followed_to_stage_or_place(tmp_path: P
     outside.mkdir()
     (base / "lb").mkdir(parents=True)
     (base / "linked").symlink_to(outside)
-    staged = files.UploadWriter(base / "linked" / "haproxy.cfg", root=base).finish()
+    staged = uploads.UploadWriter(base / "linked" / "haproxy.cfg", root=base).finish()
     assert staged.path.parent == base
     with pytest.raises(UnsafePath):
-        files.place(staged, base / "linked" / "haproxy.cfg", files.PRIVATE, root=base)
-    files.place(staged, base / "lb" / "haproxy.cfg", files.PRIVATE, root=base)
+        uploads.place(staged, base / "linked" / "haproxy.cfg", files.PRIVATE, root=base)
+    uploads.place(staged, base / "lb" / "haproxy.cfg", files.PRIVATE, root=base)
     assert (base / "lb" / "haproxy.cfg").exists() and list(outside.iterdir()) == []
 
 
 def test_place_moves_the_upload_with_its_mode(tmp_path: Path) -> None:
     """The upload becomes the destination (a rename), with the mode asked for; the temp is gone."""
     done = upload(tmp_path / "lb" / "octavia-keepalived.conf", b"vrrp_instance x {}\n")
-    files.place(done, tmp_path / "lb" / "octavia-keepalived.conf", files.PUBLIC)
+    uploads.place(done, tmp_path / "lb" / "octavia-keepalived.conf", files.PUBLIC)
     stored = tmp_path / "lb" / "octavia-keepalived.conf"
     assert stored.read_bytes() == b"vrrp_instance x {}\n"
     assert stat.S_IMODE(stored.stat().st_mode) == files.PUBLIC
@@ -105,7 +105,7 @@ def test_place_copies_when_the_destination_is_on_another_file_system(
         real_move(src, dst)
 
     monkeypatch.setattr(files, "move", move)
-    files.place(done, tmp_path / "etc" / "server.pem", files.PRIVATE)
+    uploads.place(done, tmp_path / "etc" / "server.pem", files.PRIVATE)
     assert (tmp_path / "etc" / "server.pem").read_bytes() == b"PEM"
     assert not done.path.exists() and calls[1].parent == tmp_path / "etc"
 
@@ -136,7 +136,7 @@ def test_an_upload_left_by_a_killed_agent_is_removed_at_start(tmp_path: Path) ->
 
 def test_big_uploads_read_whole_take_turns() -> None:
     """Two checks of uploads as big as the read budget hold it one after the other; small ones pass."""
-    budget = files._Budget(100)
+    budget = uploads._Budget(100)
     order: list[str] = []
     entered = threading.Event()
 
@@ -165,7 +165,7 @@ def prepared(tmp_path: Path, text: bytes, block: int, monkeypatch: pytest.Monkey
     monkeypatch.setattr(service, "BLOCK", block)
     target = tmp_path / "haproxy.cfg"
     original = upload(target, text)
-    result = service.prepare_config(original, files.Destination(target, tmp_path))
+    result = service.prepare_config(original, uploads.Destination(target, tmp_path))
     try:
         return result.path.read_bytes()
     finally:
@@ -216,4 +216,4 @@ def test_without_group_lines_the_upload_itself_is_used(tmp_path: Path) -> None:
     """No rewrite (no second file) for the controller's configs, which have no group line."""
     target = tmp_path / "haproxy.cfg"
     original = upload(target, b"global\n    daemon\n")
-    assert service.prepare_config(original, files.Destination(target, tmp_path)) == original
+    assert service.prepare_config(original, uploads.Destination(target, tmp_path)) == original

@@ -86,6 +86,18 @@ def test_ipvs_settings_hold_in_the_namespace(amphora: Amphora, ports: Ports) -> 
     assert values.split() == ["1", "1", "1"]
 
 
+def test_the_images_network_settings_hold_in_the_namespace(amphora: Amphora, ports: Ports) -> None:
+    """As ``sysctl --system`` in the namespace gives them to the existing agent: a standby's haproxy
+    binds the VIP it does not hold (nonlocal bind), and the TCP tuning is the image's."""
+    keys = (
+        "net.ipv4.ip_nonlocal_bind",
+        "net.ipv6.ip_nonlocal_bind",
+        "net.core.somaxconn",
+        "net.ipv4.tcp_fin_timeout",
+    )
+    assert in_namespace(amphora, "sysctl", "-n", *keys).split() == ["1", "1", "65534", "5"]
+
+
 def test_plugs_sent_again_are_answered_as_the_controller_expects(
     amphora: Amphora, ports: Ports, fixtures_dir: Path
 ) -> None:

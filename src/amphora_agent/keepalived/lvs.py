@@ -22,13 +22,13 @@ from pathlib import Path
 
 from amphora_agent import lifecycle, validation
 from amphora_agent.errors import CommandFailed, ConfigRejected, NotFound
-from amphora_agent.keepalived import config_text
+from amphora_agent.keepalived import config_text, confinement
 from amphora_agent.keepalived.vrrp import CheckScripts, decode, install
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers.service import ListenerState, LockTable
 from amphora_agent.probes import health_checker
 from amphora_agent.settings import ACTIVE_STANDBY, LiveSettings
-from amphora_agent.system import announce, files, keepalived, netns
+from amphora_agent.system import announce, files, keepalived, netns, uploads
 
 LOG = logging.getLogger(__name__)
 EXEC_ONLY = 0o100  # the existing agent's mode for the health-check scripts
@@ -93,12 +93,12 @@ class LvsListeners:
             raise NotFound("UDP Listener Not Found", f"No UDP listener with UUID: {listener_id}")
 
     # -- config -----------------------------------------------------------------------------
-    def config_target(self, listener_id: str) -> files.Destination:
+    def config_target(self, listener_id: str) -> uploads.Destination:
         """Where an uploaded config for ``listener_id`` goes (its temp file is written beside it)."""
         validation.object_id(listener_id, "listener")
-        return files.Destination(self.paths.lvs(listener_id), self.paths.base)
+        return uploads.Destination(self.paths.lvs(listener_id), self.paths.base)
 
-    def put_config(self, amphora_id: str, listener_id: str, upload: files.Upload) -> config_text.Verdict:
+    def put_config(self, amphora_id: str, listener_id: str, upload: uploads.Upload) -> config_text.Verdict:
         """Validate with keepalived itself and store; nothing is (re)started. Fatal findings: 400."""
         validation.object_id(amphora_id, "amphora")
         validation.object_id(listener_id, "listener")
@@ -153,6 +153,9 @@ class LvsListeners:
             parsed = config_text.parse_lvs(sent or text)
         except ValueError as exc:  # an address or port the agent cannot read: keepalived would not either
             return config_text.Verdict(fatal=(f"unreadable LVS config: {exc}",))
+        outside = confinement.problems(sent or text, str(self.paths.base))
+        if outside:  # refused before keepalived reads it
+            return config_text.Verdict(fatal=tuple(outside))
         bin_dir = self.paths.bin_dir
         verdict = config_text.classify(
             keepalived.config_test(config, self.netns, bin_dir),

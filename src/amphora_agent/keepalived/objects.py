@@ -18,7 +18,7 @@ from amphora_agent.keepalived.topology import TopologyTransition, VrrpState
 from amphora_agent.keepalived.vrrp import CheckScripts, Vrrp
 from amphora_agent.loadbalancers.service import ListenerStatus, LoadBalancers, LockTable
 from amphora_agent.settings import LiveSettings
-from amphora_agent.system.files import Destination, Upload
+from amphora_agent.system.uploads import Destination, Upload
 
 
 class ObjectActions:

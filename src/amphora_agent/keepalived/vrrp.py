@@ -16,12 +16,12 @@ from pathlib import Path
 
 from amphora_agent import lifecycle, validation
 from amphora_agent.errors import CommandFailed, ConfigRejected, InvalidInput
-from amphora_agent.keepalived import config_text
+from amphora_agent.keepalived import config_text, confinement
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers.service import LoadBalancers
 from amphora_agent.probes import vrrp_check
 from amphora_agent.settings import ACTIVE_STANDBY, LiveSettings
-from amphora_agent.system import files, keepalived, netns
+from amphora_agent.system import files, keepalived, netns, uploads
 
 LOG = logging.getLogger(__name__)
 
@@ -138,11 +138,11 @@ class Vrrp:
         return self.marker.exists() and self.configured()
 
     # -- config -----------------------------------------------------------------------------
-    def config_target(self) -> files.Destination:
+    def config_target(self) -> uploads.Destination:
         """Where an uploaded VRRP config goes (its temp file is written beside it)."""
-        return files.Destination(self.paths.vrrp(), self.paths.base)
+        return uploads.Destination(self.paths.vrrp(), self.paths.base)
 
-    def put_config(self, upload: files.Upload) -> config_text.Verdict:
+    def put_config(self, upload: uploads.Upload) -> config_text.Verdict:
         """Check with ``keepalived -t`` and store; nothing is (re)started. Fatal findings: 400."""
         with upload.contents() as body:
             text = decode(body)
@@ -152,6 +152,9 @@ class Vrrp:
             netns.ensure(self.netns)
 
             def check(staged: Path) -> config_text.Verdict:
+                outside = confinement.problems(text, str(self.paths.base))
+                if outside:  # refused before keepalived reads it
+                    raise ConfigRejected("Invalid request", "\n".join(outside))
                 output = keepalived.config_test(staged, self.netns)
                 verdict = config_text.classify(output, extra_fatal=config_text.vrrp_problems(text))
                 if not verdict.ok:

@@ -13,7 +13,7 @@ from amphora_agent import tls, validation
 from amphora_agent.errors import NotFound
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers.service import LockTable
-from amphora_agent.system import files
+from amphora_agent.system import files, uploads
 
 LOG = logging.getLogger(__name__)
 
@@ -30,17 +30,17 @@ class TenantCertificates:
         validation.pem_name(name)
         return self.layout.cert_dir(lb_id) / name
 
-    def target(self, lb_id: str, name: str) -> files.Destination:
+    def target(self, lb_id: str, name: str) -> uploads.Destination:
         """Where an uploaded PEM goes; id and name are checked before any byte is received."""
-        return files.Destination(self._path(lb_id, name), self.layout.certs)
+        return uploads.Destination(self._path(lb_id, name), self.layout.certs)
 
-    def put(self, lb_id: str, name: str, upload: files.Upload) -> None:
+    def put(self, lb_id: str, name: str, upload: uploads.Upload) -> None:
         """Validate and store one PEM (0600, atomically)."""
         path = self._path(lb_id, name)
         with upload.contents() as body:
             tls.check_tenant_pem(body)
         with self.locks(lb_id):
-            files.place(upload, path, files.PRIVATE, root=self.layout.certs)
+            uploads.place(upload, path, files.PRIVATE, root=self.layout.certs)
 
     def md5(self, lb_id: str, name: str) -> str:
         """The md5 of the stored bytes, which the controller compares before uploading."""
@@ -68,12 +68,12 @@ class ServerCertificate:
         self.context = context
         self._lock = threading.Lock()  # the context reads cert and key in two opens: no write between
 
-    def rotate(self, upload: files.Upload) -> None:
+    def rotate(self, upload: uploads.Upload) -> None:
         """Validate (certificate + matching key), write atomically, present it on new handshakes."""
         with upload.contents() as body:
             tls.check_server_pem(body)
         with self._lock:
-            files.place(upload, self.path, files.PRIVATE)
+            uploads.place(upload, self.path, files.PRIVATE)
             if self.context is not None:
                 self.context.load_cert_chain(str(self.path))
         LOG.info("server certificate rotated")

@@ -20,7 +20,7 @@ from amphora_agent.errors import CommandFailed, ConfigRejected, InvalidInput, No
 from amphora_agent.layout import Layout
 from amphora_agent.loadbalancers import confinement, haproxy_config
 from amphora_agent.settings import ACTIVE_STANDBY, LiveSettings
-from amphora_agent.system import announce, files, haproxy, netns
+from amphora_agent.system import announce, files, haproxy, netns, uploads
 
 LOG = logging.getLogger(__name__)
 STARTED = "Configuration file is valid\nhaproxy daemon for {} started"
@@ -78,7 +78,7 @@ def config_blocks(path: Path) -> Iterator[tuple[bytes, bool]]:
         yield carry, continued
 
 
-def prepare_config(upload: files.Upload, target: files.Destination) -> files.Upload:
+def prepare_config(upload: uploads.Upload, target: uploads.Destination) -> uploads.Upload:
     """UTF-8 without control bytes, ``global`` group lines dropped: the upload itself when it has no
     group line, else a rewritten copy. Read in blocks, so a 16 MiB config costs well under 1 MiB here."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -99,7 +99,7 @@ def prepare_config(upload: files.Upload, target: files.Destination) -> files.Upl
     if not rewrite:
         return upload
     groups = haproxy_config.GroupLines()
-    copy = files.UploadWriter(target.path, target.root)
+    copy = uploads.UploadWriter(target.path, target.root)
     try:
         for block, continued in config_blocks(upload.path):
             text = groups.strip(block.decode("utf-8", "surrogateescape"), continued)
@@ -193,12 +193,12 @@ class LoadBalancers:
             raise NotFound("Loadbalancer Not Found", f"No loadbalancer with UUID: {lb_id}")
 
     # -- config -----------------------------------------------------------------------------
-    def config_target(self, lb_id: str) -> files.Destination:
+    def config_target(self, lb_id: str) -> uploads.Destination:
         """Where an uploaded config for ``lb_id`` goes (its temp file is written beside it)."""
         validation.object_id(lb_id, "loadbalancer")
-        return files.Destination(self.layout.haproxy_cfg(lb_id), self.layout.base)
+        return uploads.Destination(self.layout.haproxy_cfg(lb_id), self.layout.base)
 
-    def put_config(self, amphora_id: str, lb_id: str, upload: files.Upload) -> None:
+    def put_config(self, amphora_id: str, lb_id: str, upload: uploads.Upload) -> None:
         """Check an uploaded haproxy.cfg with ``haproxy -c`` and store it; nothing is (re)started."""
         validation.object_id(amphora_id, "amphora")
         validation.object_id(lb_id, "loadbalancer")
@@ -208,7 +208,7 @@ class LoadBalancers:
         finally:
             prepared.discard()  # the rewritten copy, if one was made and not stored
 
-    def _store_config(self, amphora_id: str, lb_id: str, data: files.Upload) -> None:
+    def _store_config(self, amphora_id: str, lb_id: str, data: uploads.Upload) -> None:
         peer = haproxy_config.peer_name(amphora_id)
 
         def check(staged: Path) -> None:

@@ -14,7 +14,7 @@ from amphora_agent.errors import AgentError, CommandFailed
 from amphora_agent.layout import Layout
 from amphora_agent.network import nftables, plans, reconcile
 from amphora_agent.network.interfaces import Interface, InterfaceStore
-from amphora_agent.system import announce, keepalived, netlink, netns, proc
+from amphora_agent.system import announce, keepalived, netlink, netns, proc, sysctl_files
 
 LOG = logging.getLogger(__name__)
 NAMESPACE_SYSCTLS = (  # amphora-netns.service's settings (the IPVS ones exist only with IPVS)
@@ -31,6 +31,16 @@ def load_ipvs() -> None:
     exist only once it is loaded, and without ``vs.conntrack`` the masquerading of UDP and SCTP
     towards the members does not happen (members answer the client directly, and it drops that)."""
     keepalived.ipvs_unavailable()  # a no-op where the kernel has no IPVS
+
+
+def namespace_settings() -> list[tuple[str, str]]:
+    """What the haproxy namespace gets: the image's network settings (``net.*`` of the system's
+    sysctl.d files, as ``sysctl --system`` in the namespace loads them for the existing agent:
+    ``ip_nonlocal_bind`` lets a standby's haproxy bind the VIP it does not hold yet, the TCP tuning
+    is per namespace), then amphora-netns.service's own. Only ``net.*``: other keys are the whole
+    system's, and those the system already applied."""
+    image = [(s.key, s.value) for s in sysctl_files.declared() if s.key.startswith("net.")]
+    return image + list(NAMESPACE_SYSCTLS)
 
 
 def protected(link: netlink.Netlink, reached: set[str]) -> dict[int, str]:
@@ -51,8 +61,11 @@ def configure(
 
     A definition whose link is missing or fails gets a single problem starting with ``failed:``.
     """
-    for key, value in NAMESPACE_SYSCTLS:
-        netlink.write_sysctl(key, value)
+    for key, value in namespace_settings():
+        try:
+            netlink.write_sysctl(key, value)
+        except OSError as exc:  # a value this kernel refuses: sysctl --system would go on too
+            LOG.warning("cannot set %s = %s in the haproxy namespace: %s", key, value, exc)
     links = {x.name: x for x in link.links()}
     for iface in definitions:  # addresses first everywhere: DAD of all NICs runs at the same time
         if iface.name in links:

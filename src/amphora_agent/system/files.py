@@ -1,4 +1,4 @@
-"""The only module that writes files: atomic replacement with named modes, and streamed uploads.
+"""Writes files: atomic replacement with named modes, confined to the agent's folders.
 
 A crash at any point leaves either the old file or the new one, never a partial file.
 
@@ -7,22 +7,18 @@ walks from it with ``O_NOFOLLOW`` and works through folder descriptors: no symbo
 root is ever followed, so nothing outside it is written, replaced or deleted through one. The root
 itself is the operator's choice and may be a link.
 
-An upload is written as it arrives into a temp file beside its destination (md5 on the way), so a
-body is never whole in memory and the move into place is a rename on one file system.
+Uploads (bodies streamed to disk) are ``system.uploads``, built on the primitives here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import itertools
 import os
 import shutil
 import stat
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from amphora_agent.errors import DiskFull, UnsafePath
@@ -34,8 +30,8 @@ EXECUTABLE = 0o755  # scripts the rendered configs call
 DIRECTORY = 0o755
 NAME_MAX = 255
 # ".<name>.tmp-<pid>-<thread id>": pids and thread ids have at most 7 digits (pid_max 4194304)
-_TEMP_KEEP = NAME_MAX - len("..tmp--") - 2 * 7
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+TEMP_KEEP = NAME_MAX - len("..tmp--") - 2 * 7
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def _fsync_dir(path: Path) -> None:
@@ -48,10 +44,10 @@ def _fsync_dir(path: Path) -> None:
 
 def temp_name(name: str) -> str:
     """The temp file name of one writer of ``name``: within NAME_MAX even for a 255-byte name."""
-    return f".{name[:_TEMP_KEEP]}.tmp-{os.getpid()}-{threading.get_native_id()}"
+    return f".{name[:TEMP_KEEP]}.tmp-{os.getpid()}-{threading.get_native_id()}"
 
 
-def _below(root: Path, path: Path) -> tuple[str, ...]:
+def below(root: Path, path: Path) -> tuple[str, ...]:
     """The components of ``path`` under ``root`` (lexically): no ``..``, never outside."""
     try:
         parts = path.relative_to(root).parts
@@ -66,18 +62,18 @@ def _below(root: Path, path: Path) -> tuple[str, ...]:
 def _open_folder(root: Path, parts: tuple[str, ...], create: int | None) -> int | None:
     """A descriptor of ``root/parts``, walked without following links; None when a part is missing
     (created with mode ``create`` instead, when given). A link or a non-folder is UnsafePath."""
-    fd = os.open(root, _FOLDER)  # the root: the operator's choice, a link there is fine
+    fd = os.open(root, FOLDER_FLAGS)  # the root: the operator's choice, a link there is fine
     try:
         for index, name in enumerate(parts):
             try:
-                child = os.open(name, _FOLDER | os.O_NOFOLLOW, dir_fd=fd)
+                child = os.open(name, FOLDER_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
             except FileNotFoundError:
                 if create is None:
                     os.close(fd)
                     return None
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(name, create, dir_fd=fd)
-                child = os.open(name, _FOLDER | os.O_NOFOLLOW, dir_fd=fd)
+                child = os.open(name, FOLDER_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     where = root.joinpath(*parts[: index + 1])
@@ -95,8 +91,10 @@ def _open_folder(root: Path, parts: tuple[str, ...], create: int | None) -> int 
 
 
 @contextlib.contextmanager
-def _folder_of(path: Path, root: Path, create: int | None) -> Iterator[int | None]:
-    fd = _open_folder(root, _below(root, path.parent), create) if path != root else None
+def folder_of(path: Path, root: Path, create: int | None) -> Iterator[int | None]:
+    """A descriptor of ``path``'s folder reached from ``root`` without following a link (created
+    with mode ``create`` when given), None for the root itself; closed after the block."""
+    fd = _open_folder(root, below(root, path.parent), create) if path != root else None
     try:
         yield fd
     finally:
@@ -111,7 +109,7 @@ def ensure_dir(path: Path, mode: int = DIRECTORY, *, root: Path | None = None) -
         path.mkdir(mode=mode, parents=True, exist_ok=True)
         return path
     root.mkdir(mode=mode, parents=True, exist_ok=True)
-    fd = _open_folder(root, _below(root, path), mode)
+    fd = _open_folder(root, below(root, path), mode)
     if fd is not None:
         os.close(fd)
     return path
@@ -148,18 +146,19 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE, *, root: Path | N
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        _raise_disk_full(exc, path)
+        raise_disk_full(exc, path)
         raise
 
 
-def _raise_disk_full(exc: OSError, path: Path) -> None:
+def raise_disk_full(exc: OSError, path: Path) -> None:
+    """A full disk or quota as the agent's ``DiskFull`` (507); any other error is the caller's."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise DiskFull("No space left on device", f"cannot write {path}") from exc
 
 
 def _confined_write(path: Path, data: bytes, mode: int, root: Path) -> None:
     ensure_dir(root)
-    with _folder_of(path, root, DIRECTORY) as folder:
+    with folder_of(path, root, DIRECTORY) as folder:
         if folder is None:
             raise UnsafePath("Refusing to replace the agent's folder itself", str(path))
         tmp = temp_name(path.name)
@@ -174,7 +173,7 @@ def _confined_write(path: Path, data: bytes, mode: int, root: Path) -> None:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=folder)
-            _raise_disk_full(exc, path)
+            raise_disk_full(exc, path)
             raise
 
 
@@ -182,7 +181,7 @@ def read_bytes(path: Path, *, root: Path) -> bytes:
     """The bytes of a regular file under ``root``, reached and opened without following any link.
 
     FileNotFoundError when it (or a folder on the way) is missing; UnsafePath for a link."""
-    with _folder_of(path, root, None) as folder:
+    with folder_of(path, root, None) as folder:
         if folder is None:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
         try:
@@ -213,7 +212,7 @@ def remove(path: Path, *, root: Path | None = None) -> bool:
             return False
         return True
     try:
-        with _folder_of(path, root, None) as folder:
+        with folder_of(path, root, None) as folder:
             if folder is None:
                 return False
             os.unlink(path.name, dir_fd=folder)
@@ -234,7 +233,7 @@ def remove_tree(path: Path, *, root: Path | None = None) -> None:
         shutil.rmtree(path, ignore_errors=True)
         return
     try:
-        with _folder_of(path, root, None) as folder:
+        with folder_of(path, root, None) as folder:
             if folder is None:
                 return
             try:
@@ -273,7 +272,7 @@ def clean_stale_temps(folder: Path, name: str = "*", recursive: bool = False) ->
     """
     if not folder.is_dir():
         return []
-    pattern = f".{name[:_TEMP_KEEP]}.tmp-*"
+    pattern = f".{name[:TEMP_KEEP]}.tmp-*"
     removed = []
     for entry in folder.rglob(pattern) if recursive else folder.glob(pattern):
         pid = entry.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
@@ -286,185 +285,3 @@ def clean_stale_temps(folder: Path, name: str = "*", recursive: bool = False) ->
 
 
 # -- uploads ---------------------------------------------------------------------------------------
-
-READ_BUDGET = 16 << 20  # bytes of uploads that checks may hold in memory at once (see Upload.contents)
-_upload_numbers = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class Destination:
-    """Where an upload goes, and the agent's folder it lies under (no link below it is followed)."""
-
-    path: Path
-    root: Path | None = None
-
-
-def staging_folder(target: Path) -> Path:
-    """Where an upload for ``target`` outside the agent's folders is written: its folder, or the
-    nearest existing one above it, never a link (the move into place stays on one file system)."""
-    folder = target.parent
-    while True:
-        try:
-            if stat.S_ISDIR(os.lstat(folder).st_mode):
-                return folder
-        except FileNotFoundError:
-            pass
-        if folder.parent == folder:
-            return folder
-        folder = folder.parent
-
-
-def _staging_fd(target: Path, root: Path) -> tuple[int, Path]:
-    """The deepest existing folder from ``root`` towards ``target``'s, reached without following a
-    link: its descriptor and path (a missing, linked or odd folder is staged above)."""
-    parts = _below(root, target.parent)
-    fd, folder = os.open(root, _FOLDER), root
-    for name in parts:
-        try:
-            child = os.open(name, _FOLDER | os.O_NOFOLLOW, dir_fd=fd)
-        except OSError:
-            break
-        os.close(fd)
-        fd, folder = child, folder / name
-    return fd, folder
-
-
-class _Budget:
-    """A byte budget shared by threads: big reservations wait for each other, small ones pass."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._free = total
-        self._cond = threading.Condition()
-
-    @contextlib.contextmanager
-    def reserve(self, amount: int) -> Iterator[None]:
-        """Hold ``amount`` bytes (at most the whole budget) of the budget for the block."""
-        amount = min(amount, self.total)
-        with self._cond:
-            self._cond.wait_for(lambda: self._free >= amount)
-            self._free -= amount
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._free += amount
-                self._cond.notify_all()
-
-
-_read_budget = _Budget(READ_BUDGET)
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A request body already on disk beside its destination (fsynced), with its size and md5."""
-
-    path: Path
-    size: int
-    md5: str
-
-    @contextlib.contextmanager
-    def contents(self) -> Iterator[bytes]:
-        """The bytes, for a check that needs them whole: uploads held this way share ``READ_BUDGET``,
-        so concurrent checks of big files take turns instead of filling the memory together."""
-        with _read_budget.reserve(self.size):
-            yield self.path.read_bytes()
-
-    def discard(self) -> None:
-        """Remove the temp file if it was not moved into place."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-
-class UploadWriter:
-    """Writes a body as it arrives into a temp file beside ``target``; ``finish`` makes the Upload.
-
-    The temp file has the name ``atomic_write`` gives its temps, so the start-up clean-up removes the
-    one a killed agent leaves; it is created new (never through a link) with mode 0600.
-    """
-
-    def __init__(self, target: Path, root: Path | None = None, folder: Path | None = None) -> None:
-        # "up" and a counter in place of the thread id: within NAME_MAX up to 10**11 uploads
-        name = f".{target.name[: _TEMP_KEEP - 6]}.tmp-{os.getpid()}-up{next(_upload_numbers)}"
-        self.size = 0
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            if root is None:
-                self.path = (folder or staging_folder(target)) / name
-                self._fd: int | None = os.open(self.path, flags, PRIVATE)
-                return
-            dir_fd, staging = _staging_fd(target, root)
-            try:
-                self.path = staging / name
-                self._fd = os.open(name, flags, PRIVATE, dir_fd=dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            _raise_disk_full(exc, target)
-            raise
-
-    def write(self, data: bytes | bytearray) -> None:
-        """Append ``data`` and hash it."""
-        assert self._fd is not None, "write after finish or discard"
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._fd, view) :]
-        except OSError as exc:
-            self.discard()
-            _raise_disk_full(exc, self.path)
-            raise
-        self._md5.update(data)
-        self.size += len(data)
-
-    def finish(self) -> Upload:
-        """Make the bytes durable and close the file; the temp stays until moved or discarded."""
-        assert self._fd is not None, "finish after finish or discard"
-        fd, self._fd = self._fd, None
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            os.close(fd)
-            self.discard()
-            _raise_disk_full(exc, self.path)
-            raise
-        os.close(fd)
-        return Upload(self.path, self.size, self._md5.hexdigest())
-
-    def discard(self) -> None:
-        """Close and remove the temp file (nothing is left behind)."""
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-
-def place(upload: Upload, path: Path, mode: int, *, root: Path | None = None) -> None:
-    """Move an upload onto ``path`` with ``mode``, atomically and durably. With ``root``: the folder
-    is reached without following links (see the module docstring); without: a copy across file
-    systems when the folder is a link to another one."""
-    os.chmod(upload.path, mode, follow_symlinks=False)
-    if root is not None:
-        with _folder_of(path, root, DIRECTORY) as folder:
-            if folder is None:
-                raise UnsafePath("Refusing to replace the agent's folder itself", str(path))
-            os.replace(upload.path, path.name, dst_dir_fd=folder)
-            os.fsync(folder)
-        return
-    ensure_dir(path.parent)
-    try:
-        move(upload.path, path)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:  # the destination folder is a link to another file system
-            raise
-        copy = UploadWriter(path, folder=path.parent)
-        try:
-            with open(upload.path, "rb") as source:
-                for block in iter(lambda: source.read(1 << 20), b""):
-                    copy.write(block)
-            place(copy.finish(), path, mode)
-        finally:
-            copy.discard()
-        upload.discard()
