@@ -19,17 +19,24 @@ T = TypeVar("T")
 
 
 def stage_check_commit(
-    upload: uploads.Upload, target: Path, mode: int, check: Callable[[Path], T], suffix: str = ".new"
+    upload: uploads.Upload,
+    target: Path,
+    mode: int,
+    check: Callable[[Path], T],
+    *,
+    root: Path,
+    suffix: str = ".new",
 ) -> T:
-    """Move the upload to ``target<suffix>``, run ``check`` on it, then onto ``target`` or ``...-failed``."""
+    """Move the upload to ``target<suffix>``, run ``check`` on it, then onto ``target`` or ``...-failed``
+    (every move through ``target``'s folder reached from ``root`` without following a link)."""
     staged = target.with_name(target.name + suffix)
-    uploads.place(upload, staged, mode)
+    uploads.place(upload, staged, mode, root=root)
     try:
         result = check(staged)
     except BaseException:
-        files.move(staged, target.with_name(staged.name + "-failed"))
+        files.move(staged, target.with_name(staged.name + "-failed"), root=root)
         raise
-    files.move(staged, target)
+    files.move(staged, target, root=root)
     return result
 
 

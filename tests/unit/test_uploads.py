@@ -120,11 +120,24 @@ def test_stage_check_commit_keeps_a_rejected_upload_as_failed(tmp_path: Path) ->
         raise InvalidInput("Invalid request", "no")
 
     with pytest.raises(InvalidInput):
-        lifecycle.stage_check_commit(upload(target, b"bad"), target, files.PRIVATE, refuse)
+        lifecycle.stage_check_commit(upload(target, b"bad"), target, files.PRIVATE, refuse, root=tmp_path)
     assert target.read_bytes() == b"good" and (tmp_path / "haproxy.cfg.new-failed").read_bytes() == b"bad"
-    lifecycle.stage_check_commit(upload(target, b"new"), target, files.PRIVATE, lambda staged: None)
+    lifecycle.stage_check_commit(upload(target, b"new"), target, files.PRIVATE, lambda _: None, root=tmp_path)
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["haproxy.cfg", "haproxy.cfg.new-failed"]
+
+
+def test_stage_check_commit_never_moves_through_a_link(tmp_path: Path) -> None:
+    """A load balancer's folder that is a link: the upload is staged above it, nothing is placed
+    through it, and what it points to stays as it was."""
+    base, elsewhere = tmp_path / "base", tmp_path / "elsewhere"
+    base.mkdir()
+    elsewhere.mkdir()
+    (base / "lb").symlink_to(elsewhere)
+    target = base / "lb" / "haproxy.cfg"
+    with pytest.raises(UnsafePath):
+        lifecycle.stage_check_commit(upload(target, b"cfg"), target, files.PRIVATE, lambda _: None, root=base)
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_an_upload_left_by_a_killed_agent_is_removed_at_start(tmp_path: Path) -> None:

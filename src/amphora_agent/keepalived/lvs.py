@@ -125,10 +125,10 @@ class LvsListeners:
 
             try:
                 verdict = lifecycle.stage_check_commit(
-                    upload, self.paths.lvs(listener_id), files.PUBLIC, check
+                    upload, self.paths.lvs(listener_id), files.PUBLIC, check, root=root
                 )
                 if os.path.lexists(run_new):
-                    files.move(run_new, run)
+                    files.move(run_new, run, root=root)
                 else:
                     files.remove(run, root=root)
             finally:

@@ -161,7 +161,9 @@ class Vrrp:
                     raise ConfigRejected("Invalid request", verdict.report())
                 return verdict
 
-            verdict = lifecycle.stage_check_commit(upload, self.paths.vrrp(), files.PUBLIC, check)
+            verdict = lifecycle.stage_check_commit(
+                upload, self.paths.vrrp(), files.PUBLIC, check, root=self.paths.base
+            )
         for line in verdict.warnings:
             LOG.warning("VRRP config accepted with a keepalived warning: %s", line)
         return verdict

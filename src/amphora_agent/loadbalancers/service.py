@@ -219,7 +219,9 @@ class LoadBalancers:
             peer_file = lb_dir / PEER_FILE
             if not peer_file.is_file() or peer_file.read_text().strip() != peer:  # spare an fsync
                 files.atomic_write(peer_file, peer.encode(), files.PUBLIC, root=self.layout.base)
-            lifecycle.stage_check_commit(data, self.layout.haproxy_cfg(lb_id), files.PRIVATE, check)
+            lifecycle.stage_check_commit(
+                data, self.layout.haproxy_cfg(lb_id), files.PRIVATE, check, root=self.layout.base
+            )
 
     def check_config(self, lb_id: str, staged: Path) -> None:
         """The checks a staged config must pass (400 otherwise), before ``haproxy -c`` runs it.

@@ -194,10 +194,20 @@ def read_bytes(path: Path, *, root: Path) -> bytes:
             return handle.read()
 
 
-def move(src: Path, dst: Path) -> None:
-    """Rename ``src`` over ``dst`` atomically and make the rename durable."""
-    os.replace(src, dst)
-    _fsync_dir(dst.parent)
+def move(src: Path, dst: Path, *, root: Path | None = None) -> None:
+    """Rename ``src`` over ``dst`` (in the same folder when ``root`` is given: that folder reached
+    without following a link) atomically, and make the rename durable."""
+    if root is None:
+        os.replace(src, dst)
+        _fsync_dir(dst.parent)
+        return
+    if src.parent != dst.parent:
+        raise UnsafePath("Refusing a move between folders", f"{src} -> {dst}")
+    with folder_of(dst, root, None) as folder:
+        if folder is None:
+            raise UnsafePath("Refusing to replace the agent's folder itself", str(dst))
+        os.replace(src.name, dst.name, src_dir_fd=folder, dst_dir_fd=folder)
+        os.fsync(folder)
 
 
 def remove(path: Path, *, root: Path | None = None) -> bool:
