@@ -66,9 +66,12 @@ class TenantNetworks:
         return self
 
     def destroy(self) -> None:
-        """Delete both namespaces (their veth ends go with them; the bridges go with the lab)."""
+        """Delete both namespaces (their veth ends go with them) and the bridges (the lab may
+        create them again)."""
         for peer in (self.client, self.member):
             peer.destroy()
+        for bridge in (VIP_BRIDGE, MEMBER_BRIDGE):
+            self.lab.delete_link(bridge)
 
 
 class UdpMember:

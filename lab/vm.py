@@ -34,6 +34,7 @@ LEASE_SECONDS = 3600
 MEMORY_MIB = 1024
 CPUS = 2
 _labs = itertools.count(1)
+_tap_numbers = itertools.count(1)
 
 
 def run(argv: list[str], netns: str | None = None, timeout: float = 30.0) -> str:
@@ -288,6 +289,11 @@ class VmLab:
         run(["ip", "link", "set", name, "up"], self.name)
         return name
 
+    def delete_link(self, name: str) -> None:
+        """Remove a tap or bridge of the lab (gone already is fine)."""
+        with contextlib.suppress(RuntimeError):
+            run(["ip", "link", "delete", name], self.name)
+
     def connect(self, bridge: str, netns: str, ifname: str = "eth0") -> str:
         """A veth from ``bridge`` to the namespace ``netns`` (named ``ifname`` there, down)."""
         port = f"{bridge}-{netns[-4:]}"[:15]
@@ -341,6 +347,7 @@ class Vm:
     started_wall: float = 0.0  # wall clock, as dnsmasq's lease times
     _qmp: Qmp | None = None
     _guest: GuestAgent | None = None
+    _taps: list[str] = field(default_factory=list)  # deleted when the VM stops
 
     @property
     def dir(self) -> Path:
@@ -392,7 +399,8 @@ class Vm:
                 str(overlay),
             ]
         )
-        tap = self.lab.tap(f"tap-{self.name}"[:15])
+        tap = self.lab.tap(f"t{next(_tap_numbers)}-{self.name}"[:15])
+        self._taps.append(tap)
         log = (self.dir / "qemu.log").open("wb")
         self.started_at = time.monotonic()
         self.started_wall = time.time()
@@ -431,7 +439,8 @@ class Vm:
         The guest sees a new virtio NIC with ``mac``, down and unconfigured; ``device`` names the
         tap (in the lab's namespace), the netdev and the device (15 characters at most).
         """
-        tap = self.lab.tap(device, bridge)
+        tap = self.lab.tap(f"h{next(_tap_numbers)}-{device}"[:15], bridge)  # unique: two VMs may use one name
+        self._taps.append(tap)
         self.qmp.execute("netdev_add", type="tap", id=device, ifname=tap, script="no", downscript="no")
         self.qmp.execute("device_add", driver="virtio-net-pci", netdev=device, mac=mac, id=device)
 
@@ -457,6 +466,8 @@ class Vm:
         if self.process is not None:
             stop_process(self.process)
             self.process = None
+        while self._taps:
+            self.lab.delete_link(self._taps.pop())
 
 
 @contextlib.contextmanager
