@@ -31,7 +31,9 @@ systemctl -q set-default multi-user.target
 
 echo "UUID=$root_uuid / ext4 defaults,noatime,errors=remount-ro 0 1" > /etc/fstab
 echo amphora > /etc/hostname
-printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' > /etc/hosts
+# the host name resolves locally: keepalived looks it up at every start (its default router_id),
+# and a management network without a reachable DNS server would stall it for the resolver's timeouts
+printf '127.0.0.1 localhost\n127.0.1.1 amphora\n::1 localhost ip6-localhost ip6-loopback\n' > /etc/hosts
 usermod -p '!' root          # no password: nobody logs in; the controller drives the API
 : > /etc/machine-id           # a new one on first boot of each VM
 install -d -m 0700 /etc/octavia /etc/octavia/certs /var/lib/octavia/certs

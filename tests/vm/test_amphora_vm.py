@@ -72,6 +72,12 @@ def test_ipvs_and_the_load_balancer_kernel_settings_are_there(amphora: Amphora) 
     assert amphora.guest("sysctl", "-n", "net.core.somaxconn").strip() == "65534"
 
 
+def test_the_host_name_resolves_without_a_dns_server(amphora: Amphora) -> None:
+    """keepalived looks the host name up at every start; the lab's DNS server never answers (as on
+    a management network without one), so only /etc/hosts keeps that from stalling it for seconds."""
+    assert amphora.guest("getent", "hosts", "amphora").split()[:2] == ["127.0.1.1", "amphora"]
+
+
 def test_heartbeats_reach_the_health_manager_and_decode(amphora: Amphora) -> None:
     """The agent's heartbeats arrive at the controller_ip_port_list target and pass the decoder."""
     datagrams = amphora.controller.receive("heartbeat", timeout=30)
