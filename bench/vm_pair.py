@@ -114,6 +114,20 @@ def configure(amp: Amphora, vip_body: bytes, vrrp: bytes) -> None:
         api.vrrp_action("start")
 
 
+def diagnosis(amp: Amphora) -> str:
+    """What the BACKUP shows when it does not take over: VRRP's log, addresses, listening sockets."""
+    commands = (
+        "tail -25 /var/lib/octavia/vrrp/octavia-keepalived.log",
+        "ip -n amphora-haproxy -br address; ip -n amphora-haproxy neigh",
+        "ip netns exec amphora-haproxy ss -ltnp | head -20",
+        "journalctl -b -u amphora-agent --no-pager | tail -15",
+    )
+    out = [f"== {amp.vm.name} =="]
+    for command in commands:
+        out += [f"$ {command}", amp.guest("sh", "-c", command + " 2>&1", check=False)]
+    return "\n".join(out)
+
+
 def holds_vip(amp: Amphora) -> bool:
     """Whether the VIP is on this amphora's eth1 (it is the MASTER)."""
     return f"{tenant.VIP}/32" in amp.guest("ip", "-n", "amphora-haproxy", "-br", "address", check=False)
@@ -157,6 +171,9 @@ def failover(net: vm.VmLab, controller: Controller, image: Path, rounds: int) ->
                 paused = time.monotonic()
                 master.vm.qmp.execute("stop")
                 if not probe.wait_answered(paused, 3.0, 60):
+                    for amp in amps:
+                        if amp is not master:
+                            print(diagnosis(amp), flush=True)
                     raise RuntimeError("the BACKUP never answered")
                 away.append(probe.gap(paused))
                 resumed = time.monotonic()
