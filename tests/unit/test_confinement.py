@@ -213,6 +213,14 @@ def test_paths_leaving_the_root_are_refused(tmp_path: Path, path: str) -> None:
         files.atomic_write(tmp_path / "x", b"x", root=tmp_path / "root")
 
 
+def dead_pid_as_long_as_ours() -> int:
+    """A pid with as many digits as this process's (the temp name keeps its length) that runs nothing."""
+    pid = int("9" * len(str(os.getpid())))
+    while Path(f"/proc/{pid}").exists():
+        pid -= 1
+    return pid
+
+
 @pytest.mark.parametrize("length", [1, 200, 234, 250, 251, 252, 253, 255])
 def test_temp_names_fit_for_every_name_length(tmp_path: Path, length: int) -> None:
     """A file name up to NAME_MAX gets a temp name that fits too; stale temps of it are found."""
@@ -220,6 +228,6 @@ def test_temp_names_fit_for_every_name_length(tmp_path: Path, length: int) -> No
     assert len(files.temp_name(name)) <= files.NAME_MAX
     files.atomic_write(tmp_path / name, b"x")
     files.atomic_write(tmp_path / "c" / name, b"x", root=tmp_path)
-    stale = tmp_path / files.temp_name(name).replace(f"-{os.getpid()}-", "-999999999-")
+    stale = tmp_path / files.temp_name(name).replace(f"-{os.getpid()}-", f"-{dead_pid_as_long_as_ours()}-")
     stale.write_bytes(b"partial")
     assert files.clean_stale_temps(tmp_path, name=name) == [stale]
