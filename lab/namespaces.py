@@ -23,9 +23,10 @@ import socketserver
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -511,6 +512,46 @@ if __name__ == "__main__":
 
 LAB_ROOT = Path(__file__).resolve().parents[1]  # members run ``python -m lab.namespaces`` from here
 PREFLIGHT_TOOLS = ("ip", "nsenter")
+
+
+@contextlib.contextmanager
+def proxy_protocol_member(address: str, port: int, peer: Peer | None = None) -> Iterator[list[bytes]]:
+    """A TCP member (in ``peer``, or here) answering each connection with the PROXY line haproxy
+    sent first; the lines seen so far."""
+    seen: list[bytes] = []
+    server = (
+        peer.call(lambda: socket.create_server((address, port)))
+        if peer
+        else socket.create_server((address, port))
+    )
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    line = conn.recv(200).split(b"\r\n", 1)[0]
+                except OSError:
+                    continue
+                if line:
+                    seen.append(line)
+                    with contextlib.suppress(OSError):  # haproxy's health check resets at once
+                        conn.sendall(line + b"\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
 
 
 def preflight() -> str | None:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import socket
 import ssl
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,41 +23,6 @@ LISTENERS = {
     "c776a781-ebd5-44e2-b8e4-5ceee6f15a1a": "TERMINATED_HTTPS",
     "d20edd98-8c63-4330-a3b7-015d85b2f868": "TCP",
 }
-
-
-@contextlib.contextmanager
-def proxy_protocol_member() -> Iterator[list[bytes]]:
-    """A TCP member on 203.0.113.31:2525 that answers with the PROXY line haproxy sent it."""
-    seen: list[bytes] = []
-    server = socket.create_server(("203.0.113.31", 2525))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(2)
-                try:
-                    line = conn.recv(200).split(b"\r\n", 1)[0]
-                except OSError:
-                    continue
-                if line:
-                    seen.append(line)
-                    with contextlib.suppress(OSError):  # haproxy's health check resets at once
-                        conn.sendall(line + b"\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
 
 
 def tls_get(host: str, sni: str, ca: Path, path: str = "/") -> tuple[int, bytes, str]:
@@ -129,7 +91,7 @@ def test_every_listener_of_the_multi_listener_lb(
     assert tls_get(VIP4, "api.example.com", root)[2] == "api.example.com"
     assert tls_get(VIP4, "www.example.com", root, "/static/x")[1].startswith(b"web-")
 
-    with proxy_protocol_member() as seen:
+    with namespaces.proxy_protocol_member("203.0.113.31", 2525) as seen:
         assert namespaces.wait_until(lambda: tcp_line().startswith(b"PROXY TCP4 198.51.100.1 "), 10)
     assert seen[0].startswith(b"PROXY TCP4 198.51.100.1 198.51.100.140 ")
 

@@ -9,10 +9,8 @@ tenant target of ``10-rsyslog.conf``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,38 +33,6 @@ LISTENERS = {
 }
 HTTP_LISTENER = "6ecbef6c-ef23-4cbb-ab12-ca7118390d04"
 CLIENT_IP = tenant.CLIENT_ADDRESSES[0].split("/")[0]
-
-
-@contextlib.contextmanager
-def proxy_member(peer: namespaces.Peer, address: str, port: int) -> Iterator[list[bytes]]:
-    """A TCP member (in ``peer``) answering the PROXY line haproxy sends first."""
-    seen: list[bytes] = []
-    server = peer.call(lambda: socket.create_server((address, port)))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(2)
-                with contextlib.suppress(OSError):
-                    line = conn.recv(200).split(b"\r\n", 1)[0]
-                    if line:
-                        seen.append(line)
-                        conn.sendall(line + b"\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
 
 
 def wait_listening(peer: namespaces.Peer, address: str, port: int) -> None:
@@ -156,7 +122,7 @@ def test_tcp_listener_sends_the_proxy_protocol(
             tcp.settimeout(3)
             return tcp.recv(200)
 
-    with proxy_member(tenant_net.member, "203.0.113.31", 2525) as seen:
+    with namespaces.proxy_protocol_member("203.0.113.31", 2525, tenant_net.member) as seen:
         assert namespaces.wait_until(
             lambda: tenant_net.client.call(first_line).startswith(b"PROXY TCP4"), 30, interval=0.5
         )

@@ -217,8 +217,9 @@ class LvsListeners:
         self._start(listener_id, f"Failed to {verb} keepalivedlvs listener {listener_id}")
         return f"keepalivedlvs listener {listener_id} {verb}ed"
 
-    def _sync_run_config(self, listener_id: str) -> None:
-        """The namespace copy for the agent's namespace now (it may have another name than at upload)."""
+    def _sync_run_config(self, listener_id: str) -> str:
+        """The namespace copy for the agent's namespace now (it may have another name than at upload);
+        the stored config."""
         root, run = self.paths.base, self.paths.lvs_run(listener_id)
         stored = files.read_bytes(self.paths.lvs(listener_id), root=root).decode("utf-8")
         run_text = config_text.lvs_run_text(stored, self.netns)
@@ -226,21 +227,20 @@ class LvsListeners:
             files.remove(run, root=root)
         elif not files.is_real_file(run) or run.read_text() != run_text:
             files.atomic_write(run, run_text.encode(), files.PUBLIC, root=root)
+        return stored
 
     def _start(self, listener_id: str, failure: str) -> None:
         files.ensure_dir(self.paths.lvs_dir, root=self.paths.base)  # keepalived writes in there
-        self._sync_run_config(listener_id)
+        stored = self._sync_run_config(listener_id)
         instance = self.instance(listener_id)
         if keepalived.instance_pids(instance):
             keepalived.stop(instance)
         netns.ensure(self.netns)
         reason = keepalived.ipvs_unavailable()
         try:
-            config = config_text.parse_lvs(self.paths.lvs(listener_id).read_text())
-        except (OSError, ValueError):
+            doomed = reason is not None and config_text.parse_lvs(stored).needs_ipvs
+        except ValueError:
             doomed = False  # keepalived will say what it thinks of it
-        else:
-            doomed = reason is not None and config.needs_ipvs
         try:
             # without IPVS the checker dies, however slowly: wait for that, not for a quiet moment
             pid = keepalived.start(instance, failure, expect_exit=doomed)
